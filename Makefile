@@ -1,0 +1,32 @@
+# make demo: create .venv and run the product offline (no credentials needed)
+# make test: create .venv, install the test tools, run every test
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench system-deps clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	# The CPU build of torch first (a bare "torch" would pull a multi-GB CUDA build);
+	# pyproject keeps the range open for streamers with GPUs.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m streambot demo
+
+system-deps:
+	bash scripts/system-deps.sh
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/latency.py
+	$(PY) benchmarks/flood.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,47 @@
+"""The interface every frame backend implements, and device selection.
+
+A backend turns a ``World`` into pixels. The deterministic torch renderer is the
+default; the learned world model sits beside it behind the same interface. The
+frame loop calls ``render`` from its own thread, after stepping the world, so a
+backend may read the world freely but must never change it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from .errors import BackendError
+from .world import World
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    width: int
+    height: int
+    device: torch.device
+
+    def render(self, world: World) -> torch.Tensor:
+        """The frame for ``world`` as it is now: (3, H, W) uint8 RGB on the CPU.
+
+        Must be a pure function of the world (and the backend's own settings): the
+        same world gives the same bytes, which is what makes replays exact.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` takes CUDA when present, else the CPU. Asking for ``cuda`` on a
+    machine without it is an error, not a silent fallback."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"device {requested!r} was requested but CUDA is not available on this machine")
+    try:
+        return torch.device(requested)
+    except RuntimeError as exc:
+        raise BackendError(f"unknown device {requested!r}: {exc}") from None

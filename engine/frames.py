@@ -1,0 +1,111 @@
+"""Frames and the one place outputs take them from.
+
+The frame loop publishes every rendered frame to a ``FrameSource``; outputs
+(WebRTC, MPEG-TS, PNG, recorder) read the newest one. Nobody queues frames: a
+slow reader skips to the newest frame instead of falling behind, and no reader
+can slow the loop, which only swaps a reference and wakes waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+import torch
+
+
+
+@dataclass
+class Frame:
+    """One rendered picture of the world at ``tick``.
+
+    ``planar`` is (3, H, W) uint8 RGB on the CPU. The packed RGB and I420 views
+    are computed on first use and cached, so several outputs share one copy.
+    """
+
+    seq: int
+    tick: int
+    planar: torch.Tensor
+    published: float = field(default_factory=time.monotonic)  # monotonic seconds
+    events: tuple[str, ...] = ()  # ids of the direction events first visible here
+    _rgb: np.ndarray | None = field(default=None, repr=False)
+    _i420: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def width(self) -> int:
+        return int(self.planar.shape[2])
+
+    @property
+    def height(self) -> int:
+        return int(self.planar.shape[1])
+
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8, contiguous: what PNG writers and ``rgb24`` frames take."""
+        if self._rgb is None:
+            self._rgb = self.planar.permute(1, 2, 0).contiguous().numpy()
+        return self._rgb
+
+    def i420(self) -> np.ndarray:
+        """(H * 3 / 2, W) uint8 in I420 layout, what ``VideoFrame.from_ndarray(...,
+        format="yuv420p")`` takes. Converting here once saves every encoder its own
+        swscale pass."""
+        if self._i420 is None:
+            self._i420 = rgb_to_i420(self.rgb())
+        return self._i420
+
+
+def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
+    """Packed RGB (H, W, 3) to I420 with FFmpeg's swscale (BT.601, limited range:
+    what H.264 encoders and browsers assume). Measured ~2.5 ms at 720p here,
+    several times faster than the same maths in torch on two cores."""
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+
+
+class FrameSource:
+    """Holds the newest frame; thread-safe publisher, thread and asyncio readers."""
+
+    def __init__(self) -> None:
+        self._latest: Frame | None = None
+        self._cond = threading.Condition()
+        self._loops: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+
+    def publish(self, frame: Frame) -> None:
+        with self._cond:
+            self._latest = frame
+            self._cond.notify_all()
+            loops = list(self._loops.items())
+        for loop, event in loops:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop closed; forget it
+                with self._cond:
+                    self._loops.pop(loop, None)
+
+    def latest(self) -> Frame | None:
+        return self._latest
+
+    def wait_newer(self, seq: int, timeout: float | None = None) -> Frame | None:
+        """Block (in a thread) until a frame newer than ``seq`` exists; None on timeout."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._latest is not None and self._latest.seq > seq, timeout)
+            frame = self._latest
+        return frame if frame is not None and frame.seq > seq else None
+
+    async def next_frame(self, seq: int) -> Frame:
+        """Await a frame newer than ``seq`` without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            event = self._loops.setdefault(loop, asyncio.Event())
+        while True:
+            frame = self._latest
+            if frame is not None and frame.seq > seq:
+                return frame
+            event.clear()
+            frame = self._latest
+            if frame is not None and frame.seq > seq:
+                return frame
+            await event.wait()

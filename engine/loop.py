@@ -1,0 +1,271 @@
+"""The frame loop: one thread that owns the world, steps it and renders it.
+
+Everything that touches the world runs here, so the world needs no lock. Other
+threads (the asyncio loop serving chat and the API) talk to it through a
+thread-safe inbox and get ``concurrent.futures.Future`` answers; outputs read
+frames from the ``FrameSource``. The loop never waits for any of them.
+
+Timing: ticks are paced by ``time.monotonic``. A tick's events are applied at
+that tick, the world steps, and the frame of the new tick is published. When
+rendering falls behind, the loop keeps simulating every tick (the world's clock
+never slips) but renders only the newest one; skipped renders count as dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import simulation
+from .backend import Backend
+from .errors import EngineStopped, Refused
+from .events import DirectionEvent
+from .frames import Frame, FrameSource
+from .scene import SceneSpec
+from .world import World
+
+log = logging.getLogger(__name__)
+
+MAX_INBOX = 10_000  # pending events; beyond this, callers are told to back off
+MAX_CATCH_UP_SECONDS = 1.0  # after a longer stall (a suspended laptop), skip ahead instead
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a submitted event: applied at ``event.tick``, or refused."""
+
+    event: DirectionEvent
+    applied: bool
+    reason: str | None = None
+
+
+@dataclass
+class LoopStats:
+    """Counters for metrics; written by the loop thread only."""
+
+    ticks: int = 0
+    frames: int = 0
+    dropped: int = 0  # ticks simulated but not rendered because the loop was late
+    late: int = 0  # frames published more than one interval after their due time
+    render_seconds: float = 0.0  # total time spent in backend.render
+    last_render_seconds: float = 0.0
+    applied: int = 0
+    refused: int = 0
+    inbox_depth: int = 0
+    # (event id, seconds from submit to the first frame that shows it), newest last.
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    latency_count: int = 0
+    latency_sum: float = 0.0
+    published: deque[float] = field(default_factory=lambda: deque(maxlen=512))  # monotonic times
+
+    def fps(self, now: float, window: float = 2.0) -> float:
+        """Frames published per second over the last ``window`` seconds."""
+        return sum(1 for t in list(self.published) if now - t <= window) / window
+
+
+@dataclass
+class _Pending:
+    event: DirectionEvent | None
+    future: Future
+    submitted: float
+    call: Callable[[World], Any] | None = None  # a read or swap run on the loop thread
+
+
+class FrameLoop:
+    def __init__(
+        self,
+        world: World,
+        backend: Backend,
+        start_scene: SceneSpec,
+        frames: FrameSource | None = None,
+        on_applied: Callable[[DirectionEvent], None] | None = None,
+    ) -> None:
+        self.world = world
+        self.backend = backend
+        self.start_scene = start_scene
+        self.frames = frames or FrameSource()
+        self.stats = LoopStats()
+        self.fps = world.tick_hz
+        self._on_applied = on_applied
+        self._inbox: deque[_Pending] = deque()
+        self._inbox_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+
+    # -- control, from any thread ---------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="frame-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._fail_pending(EngineStopped("the engine stopped before applying this"))
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, event: DirectionEvent) -> Future[Outcome]:
+        """Queue ``event`` for the next tick. The future resolves once it was
+        applied (or refused) by the loop thread."""
+        return self._enqueue(_Pending(event, Future(), time.monotonic()))
+
+    def call(self, fn: Callable[[World], Any]) -> Future:
+        """Run ``fn(world)`` on the loop thread between ticks (a consistent read,
+        or a change such as swapping the backend); the future holds its result."""
+        return self._enqueue(_Pending(None, Future(), time.monotonic(), call=fn))
+
+    def _enqueue(self, item: _Pending) -> Future:
+        if not self.running:
+            item.future.set_exception(EngineStopped("the engine is not running"))
+            return item.future
+        with self._inbox_lock:
+            if len(self._inbox) >= MAX_INBOX:
+                item.future.set_exception(Refused("the world is busy; try again in a moment"))
+                return item.future
+            self._inbox.append(item)
+        return item.future
+
+    # -- the loop thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = 1.0 / self.fps
+        due = time.monotonic()
+        # Latency is measured to the frame that first shows an event.
+        waiting: list[tuple[str, float]] = []
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < due:
+                self._stop.wait(due - now)
+                continue
+            behind = int((now - due) / interval)
+            if behind * interval > MAX_CATCH_UP_SECONDS:
+                log.warning("frame loop stalled for %.1f s; skipping ahead", behind * interval)
+                due = now
+                behind = 0
+            try:
+                applied_ids, arrivals = self._tick()
+                waiting.extend(arrivals)
+                for _ in range(behind):  # keep the world's clock; render only the newest
+                    ids, arrivals = self._tick()
+                    applied_ids += ids
+                    waiting.extend(arrivals)
+                    self.stats.dropped += 1
+                self._render(applied_ids, due + behind * interval, interval, waiting)
+                waiting = []
+            except Exception:  # a bug must not kill the stream: log it and keep ticking
+                log.exception("frame loop error at tick %d", self.world.tick)
+            due += (behind + 1) * interval
+
+    def _tick(self) -> tuple[list[str], list[tuple[str, float]]]:
+        with self._inbox_lock:
+            batch = list(self._inbox)
+            self._inbox.clear()
+        applied: list[str] = []
+        arrivals: list[tuple[str, float]] = []
+        for item in batch:
+            if item.call is not None:
+                self._run_call(item)
+                continue
+            assert item.event is not None
+            outcome = self._apply(item.event)
+            if outcome.applied:
+                applied.append(outcome.event.id)
+                arrivals.append((outcome.event.id, item.submitted))
+            item.future.set_result(outcome)
+        simulation.step(self.world)
+        self.stats.ticks += 1
+        self.stats.inbox_depth = len(self._inbox)
+        return applied, arrivals
+
+    def _apply(self, event: DirectionEvent) -> Outcome:
+        stamped = event.model_copy(update={"tick": self.world.tick})
+        try:
+            simulation.apply(self.world, stamped, self.start_scene)
+        except Refused as refusal:
+            self.stats.refused += 1
+            return Outcome(stamped, False, refusal.reason)
+        except Exception as exc:  # a bug in one event must not stop the stream
+            log.exception("event %s failed", stamped.id)
+            self.stats.refused += 1
+            return Outcome(stamped, False, f"internal error: {exc}")
+        self.stats.applied += 1
+        if self._on_applied is not None:
+            self._on_applied(stamped)
+        return Outcome(stamped, True)
+
+    def _run_call(self, item: _Pending) -> None:
+        try:
+            item.future.set_result(item.call(self.world))  # type: ignore[misc]
+        except Exception as exc:
+            item.future.set_exception(exc)
+
+    def _render(self, applied: list[str], due: float, interval: float, waiting: list[tuple[str, float]]) -> None:
+        started = time.monotonic()
+        planar = self.backend.render(self.world)
+        finished = time.monotonic()
+        self.stats.last_render_seconds = finished - started
+        self.stats.render_seconds += finished - started
+        self._seq += 1
+        frame = Frame(seq=self._seq, tick=self.world.tick, planar=planar, published=finished, events=tuple(applied))
+        self.frames.publish(frame)
+        self.stats.frames += 1
+        self.stats.published.append(finished)
+        if finished - due > interval:
+            self.stats.late += 1
+        for _, submitted in waiting:
+            latency = finished - submitted
+            self.stats.latencies.append(latency)
+            self.stats.latency_count += 1
+            self.stats.latency_sum += latency
+
+    def _fail_pending(self, exc: Exception) -> None:
+        with self._inbox_lock:
+            batch = list(self._inbox)
+            self._inbox.clear()
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    # -- helpers for callers -----------------------------------------------------
+
+    def render_now(self) -> Frame:
+        """Step-free render of the current world, for use when the loop is not
+        running (tests, replays, the README picture)."""
+        if self.running:
+            raise RuntimeError("render_now is for a stopped loop")
+        self._seq += 1
+        frame = Frame(seq=self._seq, tick=self.world.tick, planar=self.backend.render(self.world))
+        self.frames.publish(frame)
+        return frame
+
+    def run_ticks(self, events_by_tick: dict[int, list[DirectionEvent]], ticks: int) -> list[Frame]:
+        """Drive a stopped loop synchronously: apply each tick's events, step, and
+        render every frame. The same inputs give the same frames, bit for bit."""
+        if self.running:
+            raise RuntimeError("run_ticks is for a stopped loop")
+        frames = []
+        for _ in range(ticks):
+            applied = [
+                outcome.event.id
+                for outcome in map(self._apply, events_by_tick.get(self.world.tick, []))
+                if outcome.applied
+            ]
+            simulation.step(self.world)
+            self._seq += 1
+            frame = Frame(seq=self._seq, tick=self.world.tick, planar=self.backend.render(self.world), events=tuple(applied))
+            frames.append(frame)
+        return frames

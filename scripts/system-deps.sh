@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages the tests drive for real: headless Chromium for the preview page
+# and WebRTC. Installs only what is missing; needs root (CI runs as root).
+set -euo pipefail
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "system-deps: need root to install: ${missing[*]} (or install them yourself)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" fonts-dejavu-core >/dev/null
