@@ -6,11 +6,17 @@ same ``ChatMessage``; everything after this point is platform-blind.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, TextIO
 
 from engine.events import Role, Source
+
+if TYPE_CHECKING:
+    from .director import ChatResult
 
 MAX_CHAT_LENGTH = 500  # Twitch's own limit; longer lines are cut before parsing
 
@@ -27,3 +33,50 @@ class ChatMessage:
     @property
     def source(self) -> Source:
         return Source(user=self.user[:64] or "anonymous", role=self.role, platform=self.platform)
+
+
+Deliver = Callable[[ChatMessage], Awaitable["ChatResult"]]
+
+
+class ChatSource(Protocol):
+    """A place chat comes from. ``run`` feeds every line to ``deliver`` (the
+    bot's pipeline), answers with the result where the platform can, and returns
+    only when cancelled; it reconnects by itself when its platform drops."""
+
+    name: str
+
+    async def run(self, deliver: Deliver) -> None: ...
+
+
+class StdinChat:
+    """Lines typed into the terminal, as the broadcaster. ``name> text`` speaks
+    as a viewer called ``name``, to try permissions and cooldowns by hand."""
+
+    name = "stdin"
+
+    def __init__(self, user: str = "streamer", stream: TextIO | None = None, echo: TextIO | None = None) -> None:
+        self.user = user
+        self.stream = stream or sys.stdin
+        self.echo = echo or sys.stdout
+
+    def parse(self, line: str) -> ChatMessage | None:
+        text = line.strip()
+        if not text:
+            return None
+        speaker, sep, rest = text.partition("> ")
+        if sep and speaker and " " not in speaker and not speaker.startswith("!"):
+            return ChatMessage(user=speaker, text=rest, role=Role.VIEWER, platform="local")
+        return ChatMessage(user=self.user, text=text, role=Role.BROADCASTER, platform="local")
+
+    async def run(self, deliver: Deliver) -> None:
+        while True:
+            # Blocking reads happen on a worker thread; the event loop never waits on a terminal.
+            line = await asyncio.to_thread(self.stream.readline)
+            if line == "":  # end of input: nothing more will come
+                return
+            message = self.parse(line)
+            if message is None:
+                continue
+            result = await deliver(message)
+            if result.reply or result.status != "ignored":
+                print(f"  -> {result.reply or result.status}", file=self.echo, flush=True)

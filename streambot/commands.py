@@ -1,0 +1,858 @@
+"""The chat command grammar: one chat line in, one typed ``Command`` out.
+
+``Grammar.parse`` turns ``!spawn cat Tom`` into ``Command(verb="spawn",
+action=Spawn(kind="cat", name="Tom"))``. Engine actions are built through the
+pydantic models in ``engine.events``, so everything the engine would refuse as
+malformed is refused here first, with a reply a viewer can act on.
+
+Commands default to the chatter: a viewer's own character is named after them,
+so ``!jump`` makes the chatter's character jump and ``!spawn cat`` creates a cat
+called after the chatter.
+
+``parse`` returns None for lines that are not commands and raises
+``CommandError`` (never anything else) for commands it cannot understand.
+Permissions and cooldowns are not checked here: see ``streambot.moderation``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
+
+from engine import catalog
+from engine.events import (
+    Act,
+    Action,
+    CameraMove,
+    Freeze,
+    Lock,
+    Move,
+    Recolor,
+    Remove,
+    Rename,
+    Reset,
+    Role,
+    Say,
+    SetScene,
+    SetTime,
+    SetWeather,
+    Spawn,
+    Unfreeze,
+    Unlock,
+    Wear,
+)
+
+from .chat import MAX_CHAT_LENGTH, ChatMessage
+from .errors import StreambotError
+
+__all__ = [
+    "VERBS",
+    "DEFAULT_COMMANDS",
+    "CommandSpec",
+    "CommandTable",
+    "Command",
+    "BotOp",
+    "CommandError",
+    "Grammar",
+    "resolve_commands",
+    "describe",
+    "clean_line",
+]
+
+VERBS: tuple[str, ...] = (
+    "spawn", "remove", "move", "run", "jump", "dance", "act", "say", "rename", "recolor",
+    "wear", "weather", "time", "camera", "scene", "lock", "unlock", "freeze", "unfreeze",
+    "reset", "mode", "help", "vote",
+)
+MODES: tuple[str, ...] = ("anarchy", "democracy")
+MAX_REPLY_LENGTH = 280  # well under Twitch's 500, so a reply never wraps into two
+DEFAULT_STEP = 3.0  # world units for "!move left" without a number
+DEFAULT_PAN = 4.0
+_ECHO_LENGTH = 24  # how much of a viewer's bad word a reply repeats
+
+_WORD = re.compile(r"^[^\s]{1,30}$")
+
+
+# --- configuration --------------------------------------------------------------
+
+
+class CommandSpec(BaseModel):
+    """One chat command as the streamer configures it.
+
+    ``role`` is the lowest role allowed to use it ("everyone", "subscriber",
+    "vip", "moderator", "broadcaster"); cooldowns are in seconds, ``user_cooldown``
+    per chatter and ``global_cooldown`` for the whole chat.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    aliases: list[str] = []
+    role: Role = Role.VIEWER
+    user_cooldown: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    global_cooldown: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    enabled: bool = True
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _role_by_name(cls, value: object) -> object:
+        return Role.parse(value) if isinstance(value, str) else value
+
+    @field_validator("aliases")
+    @classmethod
+    def _clean_aliases(cls, aliases: list[str]) -> list[str]:
+        cleaned: list[str] = []
+        for alias in aliases:
+            word = alias.strip().lower()
+            if not _WORD.match(word):
+                raise ValueError(f"alias {alias!r} must be one word of 1 to 30 characters")
+            if word not in cleaned:
+                cleaned.append(word)
+        return cleaned
+
+    @field_serializer("role")
+    def _role_as_name(self, role: Role) -> str:
+        return role.label
+
+
+DEFAULT_COMMANDS: dict[str, CommandSpec] = {
+    "spawn": CommandSpec(user_cooldown=10),
+    "remove": CommandSpec(aliases=["despawn"], user_cooldown=10),
+    "move": CommandSpec(aliases=["walk", "go"], user_cooldown=2),
+    "run": CommandSpec(user_cooldown=2),
+    "jump": CommandSpec(user_cooldown=2),
+    "dance": CommandSpec(user_cooldown=3),
+    # Every other action in catalog.ACTIONS is a shortcut: "!sleep" is "!act sleep".
+    "act": CommandSpec(aliases=["idle", "sleep", "fly", "wave", "sit", "spin"], user_cooldown=2),
+    "say": CommandSpec(user_cooldown=3),
+    "rename": CommandSpec(user_cooldown=30),
+    "recolor": CommandSpec(aliases=["color", "colour"], user_cooldown=5),
+    "wear": CommandSpec(aliases=["hat"], user_cooldown=5),
+    "weather": CommandSpec(user_cooldown=30, global_cooldown=15),
+    "time": CommandSpec(user_cooldown=30, global_cooldown=15),
+    "camera": CommandSpec(aliases=["cam"], user_cooldown=10, global_cooldown=5),
+    "scene": CommandSpec(role=Role.MODERATOR, global_cooldown=10),
+    "lock": CommandSpec(role=Role.MODERATOR),
+    "unlock": CommandSpec(role=Role.MODERATOR),
+    "freeze": CommandSpec(role=Role.MODERATOR),
+    "unfreeze": CommandSpec(role=Role.MODERATOR),
+    "reset": CommandSpec(role=Role.BROADCASTER),
+    "mode": CommandSpec(role=Role.MODERATOR),
+    "help": CommandSpec(aliases=["commands"], user_cooldown=30, global_cooldown=5),
+    "vote": CommandSpec(aliases=["v"]),
+}
+
+
+def _closest(word: str, choices: Any) -> str | None:
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _alias_index(commands: Mapping[str, CommandSpec]) -> dict[str, str]:
+    """Every enabled word (verb or alias) -> its verb. ValueError on a clash."""
+    index = {verb: verb for verb, spec in commands.items() if spec.enabled}
+    for verb, spec in commands.items():
+        if not spec.enabled:
+            continue
+        for alias in spec.aliases:
+            owner = index.get(alias)
+            if owner is None:
+                index[alias] = verb
+            elif owner != verb:
+                what = "the command" if alias == owner else "an alias of"
+                raise ValueError(f"alias {alias!r} of {verb!r} clashes with {what} {owner!r}")
+    return index
+
+
+def _check_verbs(verbs: Any) -> None:
+    for verb in verbs:
+        if verb not in VERBS:
+            hint = _closest(str(verb), VERBS)
+            suggestion = f"; did you mean {hint!r}?" if hint else f"; known commands: {', '.join(VERBS)}"
+            raise ValueError(f"unknown command {verb!r}{suggestion}")
+
+
+def resolve_commands(overrides: Mapping[str, CommandSpec | Mapping[str, Any]]) -> dict[str, CommandSpec]:
+    """The full command table: ``DEFAULT_COMMANDS`` with the streamer's overrides.
+
+    Only the fields a streamer wrote replace the defaults, so ``{move: {role: sub}}``
+    keeps ``move``'s aliases and cooldowns. Raises ValueError for an unknown verb
+    (naming the closest known one) or an alias clash.
+    """
+    given: dict[str, CommandSpec] = {}
+    for verb, spec in overrides.items():
+        key = str(verb).strip().lower()
+        given[key] = spec if isinstance(spec, CommandSpec) else CommandSpec.model_validate(spec)
+    _check_verbs(given)
+    table = dict(DEFAULT_COMMANDS)
+    for verb, spec in given.items():
+        changes = {name: getattr(spec, name) for name in spec.model_fields_set}
+        table[verb] = table[verb].model_copy(update=changes)
+    _alias_index(table)
+    return table
+
+
+# For a config model: ``commands: CommandTable = Field(default_factory=lambda: dict(DEFAULT_COMMANDS))``.
+CommandTable = Annotated[dict[str, CommandSpec], AfterValidator(resolve_commands)]
+
+
+# --- parsed commands ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BotOp:
+    """An operation for the bot itself, never sent to the engine.
+
+    - ``kind="mode"``: ``value`` is "anarchy" or "democracy".
+    - ``kind="help"``: ``value`` is a canonical verb, or None for the command list.
+    - ``kind="vote"``: ``value`` is an option number (1-based, as listed) or the
+      ``Command`` voted for (``!vote weather snow``; always one with an action).
+    """
+
+    kind: Literal["mode", "help", "vote"]
+    value: str | int | Command | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed chat command. Exactly one of ``action`` (for the engine) and
+    ``bot`` (handled by the bot itself) is set. ``text`` is the cleaned line."""
+
+    verb: str
+    action: Action | None = None
+    bot: BotOp | None = None
+    text: str = field(default="", compare=False)
+
+
+class CommandError(StreambotError):
+    """A chat command that could not be understood.
+
+    ``reply`` is a short message for chat (under 300 characters). ``verb`` is the
+    canonical verb when the command itself was recognised, None for an unknown
+    one; ``suggestion`` is the closest known word when one was close. A bot may stay
+    silent when both are None (another bot's ``!uptime``, say).
+    """
+
+    def __init__(self, reply: str, *, verb: str | None = None, suggestion: str | None = None) -> None:
+        reply = reply.strip() or "I did not understand that command"
+        if len(reply) > MAX_REPLY_LENGTH:
+            reply = reply[: MAX_REPLY_LENGTH - 1].rstrip() + "…"
+        super().__init__(reply)
+        self.reply = reply
+        self.verb = verb
+        self.suggestion = suggestion
+
+
+class _Bad(Exception):
+    """Raised by argument parsers; ``Grammar.parse`` adds the verb's usage."""
+
+    def __init__(self, what: str, suggestion: str | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.suggestion = suggestion
+
+
+# --- cleaning -------------------------------------------------------------------------
+
+_MAX_MARKS = 2  # combining marks kept per character: enough for any script, not for "zalgo"
+
+
+def clean_line(text: str) -> str:
+    """A chat line made safe to parse and to show: NFKC-normalised, without control,
+    format (zero-width, bidi) or private-use characters, with at most two combining
+    marks per character, whitespace collapsed, at most ``MAX_CHAT_LENGTH`` long."""
+    text = unicodedata.normalize("NFKC", text[:MAX_CHAT_LENGTH])
+    out: list[str] = []
+    marks = 0
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category[0] == "C":
+            if ch in "\t\n\r\v\f\x1c\x1d\x1e\x1f\x85":
+                out.append(" ")
+            continue
+        if category[0] == "Z":
+            out.append(" ")
+            marks = 0
+            continue
+        if category[0] == "M":
+            marks += 1
+            if marks > _MAX_MARKS:
+                continue
+        else:
+            marks = 0
+        out.append(ch)
+    return " ".join("".join(out).split())[:MAX_CHAT_LENGTH]
+
+
+def _echo(word: str) -> str:
+    return word if len(word) <= _ECHO_LENGTH else word[: _ECHO_LENGTH - 1] + "…"
+
+
+def _unknown(what: str, word: str, choices: Any, extra: str = "") -> _Bad:
+    hint = _closest(word, choices)
+    if hint:
+        return _Bad(f"unknown {what} '{_echo(word)}' — did you mean {hint}?", hint)
+    return _Bad(f"unknown {what} '{_echo(word)}' — choose from {', '.join(choices)}{extra}")
+
+
+def _number(word: str) -> float | None:
+    """A finite number, or None when ``word`` is not one."""
+    if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)", word):
+        return None
+    value = float(word)
+    return value if math.isfinite(value) else None
+
+
+def _target(words: list[str], user: str) -> str:
+    """The character a command is about: the words given, else the chatter's own."""
+    name = " ".join(words).strip()
+    if name.startswith("@"):
+        name = name[1:].strip()
+    return name or user
+
+
+# --- vocabulary -----------------------------------------------------------------------
+
+KINDS: tuple[str, ...] = tuple(catalog.CHARACTER_KINDS) + tuple(catalog.PROP_KINDS)
+DIRECTIONS: dict[str, float] = {"left": -1.0, "right": 1.0, "l": -1.0, "r": 1.0}
+COLOR_WORDS: dict[str, str] = {
+    **{name: "#{:02x}{:02x}{:02x}".format(*rgb) for name, rgb in catalog.COLORS.items()},
+    **({"gray": "#{:02x}{:02x}{:02x}".format(*catalog.COLORS["grey"])} if "grey" in catalog.COLORS else {}),
+}
+WEATHER_WORDS: dict[str, str] = {
+    **{w: w for w in catalog.WEATHERS},
+    **{k: v for k, v in {
+        "sun": "clear", "sunny": "clear", "rainy": "rain", "snowy": "snow", "foggy": "fog",
+        "stormy": "storm", "thunder": "storm",
+    }.items() if v in catalog.WEATHERS},
+}
+TIME_WORDS: dict[str, float] = {
+    "midnight": 0.0, "dawn": 6.0, "sunrise": 6.0, "morning": 8.0, "day": 12.0, "noon": 12.0,
+    "midday": 12.0, "afternoon": 15.0, "dusk": 18.5, "sunset": 18.5, "evening": 19.5, "night": 22.0,
+}
+WORLD_SCOPES: tuple[str, ...] = ("layout", "weather", "time", "camera")
+ENTITY_SCOPES: tuple[str, ...] = ("identity", "wardrobe")
+CAMERA_OPS: tuple[str, ...] = ("pan", "zoom", "follow", "shake", "reset")
+_ACT_VERBS = {"jump": "jump", "dance": "dance"}  # verbs that are one fixed action
+
+USAGE: dict[str, str] = {
+    "spawn": "{p}spawn <kind> [name] [x] — characters: " + ", ".join(catalog.CHARACTER_KINDS)
+    + "; props: " + ", ".join(catalog.PROP_KINDS),
+    "remove": "{p}remove [name]",
+    "move": "{p}move [name] left|right [units] or {p}move [name] to <x>",
+    "run": "{p}run [name] left|right [units] or {p}run [name] to <x>",
+    "jump": "{p}jump [name]",
+    "dance": "{p}dance [name]",
+    "act": "{p}act [name] <action> — actions: " + ", ".join(catalog.ACTIONS),
+    "say": "{p}say [@name] <text>",
+    "rename": "{p}rename [name] <new name>",
+    "recolor": "{p}recolor [name] [outfit|accent] <colour or #rrggbb> — colours: " + ", ".join(catalog.COLORS),
+    "wear": "{p}wear [name] <hat> — hats: " + ", ".join(catalog.HATS),
+    "weather": "{p}weather <" + "|".join(catalog.WEATHERS) + ">",
+    "time": "{p}time <hour, h:mm or dawn|morning|noon|dusk|evening|night|midnight>",
+    "camera": "{p}camera pan <units> | zoom <factor> | follow [name] | shake [seconds] | reset",
+    "scene": "{p}scene ground <" + "|".join(catalog.GROUNDS) + "> | backdrop <" + "|".join(catalog.BACKDROPS) + ">",
+    "lock": "{p}lock " + "|".join(WORLD_SCOPES) + " or {p}lock <name> " + "|".join(ENTITY_SCOPES),
+    "unlock": "{p}unlock " + "|".join(WORLD_SCOPES) + " or {p}unlock <name> " + "|".join(ENTITY_SCOPES),
+    "freeze": "{p}freeze — pause the whole scene",
+    "unfreeze": "{p}unfreeze — let the scene go on",
+    "reset": "{p}reset — bring the world back to its starting scene",
+    "mode": "{p}mode anarchy|democracy",
+    "help": "{p}help [command]",
+    "vote": "{p}vote <number> or {p}vote <command>",
+}
+
+
+# --- pydantic errors to chat ---------------------------------------------------------
+
+_FIELD_WORDS = {
+    "x": "position", "to": "position", "by": "distance", "text": "message", "name": "name",
+    "target": "name", "hour": "hour", "value": "value", "kind": "kind", "color": "colour",
+}
+
+
+def _explain(error: ValidationError) -> str:
+    """The first problem of a pydantic error, in words a viewer understands."""
+    problems = error.errors(include_url=False)
+    if not problems:
+        return "that is not valid"
+    first = problems[0]
+    loc = [part for part in first.get("loc", ()) if isinstance(part, str)]
+    what = _FIELD_WORDS.get(loc[-1], loc[-1]) if loc else "value"
+    kind = first.get("type", "")
+    ctx = first.get("ctx") or {}
+    if kind == "string_too_long":
+        return f"{what} is too long (at most {ctx.get('max_length')} characters)"
+    if kind == "string_too_short":
+        return f"{what} can't be empty"
+    if kind == "string_pattern_mismatch":
+        if what == "name":
+            return "names may only use letters, digits, spaces and . ' -"
+        return f"{what} is not in the right form"
+    limits = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in limits:
+        bound = next(iter(ctx.values()), "?")
+        return f"{what} must be {limits[kind]} {bound:g}" if isinstance(bound, (int, float)) else f"{what} is out of range"
+    if kind == "literal_error":
+        return f"unknown {what}"
+    message = str(first.get("msg", "is not valid"))
+    return f"{what}: {message[:80]}"
+
+
+# --- the grammar ----------------------------------------------------------------------
+
+
+@dataclass
+class _Line:
+    user: str
+    word: str  # the verb or alias as typed (lowercased)
+    args: list[str]
+    rest: str  # everything after the verb, spacing collapsed
+    nested: bool = False  # inside "!vote <command>"
+
+
+class Grammar:
+    """Parses chat lines into ``Command``s.
+
+    ``commands`` maps verbs to their specs (``DEFAULT_COMMANDS`` or the table from
+    ``resolve_commands``); verbs missing from it or disabled are unknown. Raises
+    ValueError for an unknown verb, an alias clash or a bad prefix.
+    """
+
+    def __init__(self, prefix: str = "!", commands: Mapping[str, CommandSpec] = DEFAULT_COMMANDS) -> None:
+        if not prefix or any(ch.isspace() for ch in prefix) or len(prefix) > 5:
+            raise ValueError(f"command prefix must be 1 to 5 characters without spaces, not {prefix!r}")
+        specs: dict[str, CommandSpec] = {}
+        for verb, spec in commands.items():
+            specs[verb] = spec if isinstance(spec, CommandSpec) else CommandSpec.model_validate(spec)
+        _check_verbs(specs)
+        self.prefix = prefix
+        self._specs = specs
+        self._words = _alias_index(specs)
+        self._parsers: dict[str, Callable[[_Line], Any]] = {
+            "spawn": self._spawn, "remove": self._remove, "move": self._move, "run": self._move,
+            "jump": self._act, "dance": self._act, "act": self._act, "say": self._say,
+            "rename": self._rename, "recolor": self._recolor, "wear": self._wear,
+            "weather": self._weather, "time": self._time, "camera": self._camera,
+            "scene": self._scene, "lock": self._lock, "unlock": self._lock,
+            "freeze": self._bare, "unfreeze": self._bare, "reset": self._bare,
+            "mode": self._mode, "help": self._help, "vote": self._vote,
+        }
+
+    # -- public ---------------------------------------------------------------------
+
+    @property
+    def verbs(self) -> list[str]:
+        """Enabled verbs, in the canonical order."""
+        return [verb for verb in VERBS if verb in self._specs and self._specs[verb].enabled]
+
+    def resolve(self, word: str) -> str | None:
+        """The verb a typed word (verb or alias, with or without prefix) stands for."""
+        word = word.strip().lower()
+        if word.startswith(self.prefix):
+            word = word[len(self.prefix):]
+        return self._words.get(word)
+
+    def spec(self, verb: str) -> CommandSpec:
+        """The spec of an enabled verb or alias; KeyError otherwise."""
+        canonical = self.resolve(verb)
+        if canonical is None:
+            raise KeyError(verb)
+        return self._specs[canonical]
+
+    def usage(self, verb: str) -> str:
+        """The usage line of a verb or alias, e.g. ``!wear [name] <hat> — hats: ...``."""
+        canonical = self.resolve(verb)
+        if canonical is None:
+            raise KeyError(verb)
+        line = USAGE[canonical].format(p=self.prefix)
+        aliases = self._specs[canonical].aliases
+        if aliases:
+            line += " (also " + ", ".join(self.prefix + a for a in aliases) + ")"
+        return line
+
+    def help(self, topic: str | None = None, role: Role = Role.VIEWER) -> str:
+        """A chat reply for ``!help``: the commands ``role`` may use, or one usage line."""
+        if topic:
+            try:
+                return CommandError(self.usage(topic)).reply
+            except KeyError:
+                pass
+        verbs = [v for v in self.verbs if self._specs[v].role <= role]
+        text = "commands: " + " ".join(self.prefix + v for v in verbs)
+        if "help" in verbs:
+            text += f" — {self.prefix}help <command> for more"
+        return CommandError(text).reply
+
+    def parse(self, message: ChatMessage) -> Command | None:
+        """The command in a chat line; None when the line is not a command.
+
+        Raises CommandError (and nothing else) when it is one but cannot be used.
+        """
+        return self._parse_text(message.text, message.user, nested=False)
+
+    # -- parsing ----------------------------------------------------------------------
+
+    def _parse_text(self, raw: Any, user: Any, *, nested: bool) -> Command | None:
+        text = clean_line(raw if isinstance(raw, str) else str(raw))
+        user = clean_line(user if isinstance(user, str) else str(user))
+        if not text.startswith(self.prefix):
+            return None
+        body = text[len(self.prefix):]
+        if not body or body[0] == " ":
+            return None
+        first, _, rest = body.partition(" ")
+        word = first.lower()
+        if not any(ch.isalnum() for ch in word):
+            return None  # "!!!", "!?" — excitement, not a command
+        verb = self._words.get(word)
+        if verb is None:
+            hint = _closest(word, self._words)
+            if hint:
+                reply = (f"unknown command {self.prefix}{_echo(first)} — did you mean {self.prefix}{hint}? "
+                         f"{self.usage(hint)}")
+            elif "help" in self._words:
+                reply = f"unknown command {self.prefix}{_echo(first)} — try {self.prefix}help"
+            else:
+                reply = f"unknown command {self.prefix}{_echo(first)}"
+            raise CommandError(reply, suggestion=hint)
+        line = _Line(user=user, word=word, args=rest.split(), rest=rest.strip(), nested=nested)
+        try:
+            result = self._parsers[verb](line)
+        except _Bad as bad:
+            raise CommandError(f"{bad.what} — usage: {self.usage(verb)}", verb=verb, suggestion=bad.suggestion) from None
+        except ValidationError as error:
+            raise CommandError(f"{_explain(error)} — usage: {self.usage(verb)}", verb=verb) from None
+        except CommandError:
+            raise
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as error:
+            raise CommandError(f"that did not work ({str(error)[:60]}) — usage: {self.usage(verb)}", verb=verb) from None
+        if isinstance(result, BotOp):
+            return Command(verb=verb, bot=result, text=text)
+        return Command(verb=verb, action=result, text=text)
+
+    def _spawn(self, line: _Line) -> Spawn:
+        if not line.args:
+            raise _Bad("spawn what?")
+        kind = line.args[0].lower()
+        if kind not in KINDS:
+            raise _unknown("kind", line.args[0], KINDS)
+        rest = line.args[1:]
+        x = _number(rest[-1]) if rest else None
+        if x is not None:
+            rest = rest[:-1]
+        if rest and rest[-1].lower() == "at" and x is not None:
+            rest = rest[:-1]
+        if kind in catalog.PROP_KINDS:
+            if rest:
+                raise _Bad(f"a {kind} has no name; give it a position: {self.prefix}spawn {kind} 12")
+            return Spawn(kind=kind, x=x)
+        return Spawn(kind=kind, name=_target(rest, line.user), x=x)
+
+    def _remove(self, line: _Line) -> Remove:
+        return Remove(target=_target(line.args, line.user))
+
+    def _move(self, line: _Line) -> Move:
+        run = self.resolve(line.word) == "run"
+        words = list(line.args)
+        if not words:
+            raise _Bad("which way?")
+        amount = _number(words[-1])
+        if amount is not None:
+            words.pop()
+            if words and words[-1].lower() == "to":
+                words.pop()
+                return Move(target=_target(words, line.user), to=amount, run=run)
+            if words and words[-1].lower() in DIRECTIONS:
+                sign = DIRECTIONS[words.pop().lower()]
+                return Move(target=_target(words, line.user), by=sign * abs(amount), run=run)
+            return Move(target=_target(words, line.user), by=amount, run=run)
+        if words[-1].lower() in DIRECTIONS:
+            sign = DIRECTIONS[words.pop().lower()]
+            return Move(target=_target(words, line.user), by=sign * DEFAULT_STEP, run=run)
+        if words[-1].lower() == "to":
+            raise _Bad("to where? give a position")
+        raise _Bad(f"which way? say left or right, or to <0-{catalog.WORLD_WIDTH:g}>")
+
+    def _act(self, line: _Line) -> Act:
+        verb = self.resolve(line.word)
+        if verb in _ACT_VERBS:
+            return Act(target=_target(line.args, line.user), action=_ACT_VERBS[verb])
+        if line.word in catalog.ACTIONS:  # "!sleep" is "!act sleep"
+            return Act(target=_target(line.args, line.user), action=line.word)
+        words = list(line.args)
+        if not words:
+            raise _Bad("which action?")
+        if words[-1].lower() in catalog.ACTIONS:
+            action = words.pop().lower()
+        elif words[0].lower() in catalog.ACTIONS:
+            action = words.pop(0).lower()
+        else:
+            raise _unknown("action", words[-1], catalog.ACTIONS)
+        return Act(target=_target(words, line.user), action=action)
+
+    def _say(self, line: _Line) -> Say:
+        target, text = line.user, line.rest
+        if text.startswith("@"):
+            name, _, text = text[1:].partition(" ")
+            target = name or line.user
+        text = text.strip()
+        if not text:
+            raise _Bad("say what?")
+        if len(text) > catalog.MAX_SPEECH_LENGTH:
+            raise _Bad(f"that is {len(text)} characters; speech bubbles hold {catalog.MAX_SPEECH_LENGTH}")
+        return Say(target=target, text=text)
+
+    def _rename(self, line: _Line) -> Rename:
+        words = list(line.args)
+        if not words:
+            raise _Bad("rename to what?")
+        if len(words) == 1:
+            target, name = line.user, words[0]
+        else:
+            target, name = _target(words[:1], line.user), " ".join(words[1:])
+        return Rename(target=target, name=name.lstrip("@"))
+
+    def _recolor(self, line: _Line) -> Recolor:
+        words = list(line.args)
+        if not words:
+            raise _Bad("which colour?")
+        color = self._color(words.pop())
+        part: Literal["outfit", "accent"] = "outfit"
+        if words and words[-1].lower() in ("outfit", "accent"):
+            part = "accent" if words.pop().lower() == "accent" else "outfit"
+        return Recolor(target=_target(words, line.user), part=part, color=color)
+
+    @staticmethod
+    def _color(word: str) -> str:
+        lowered = word.lower()
+        if lowered in COLOR_WORDS:
+            return COLOR_WORDS[lowered]
+        if re.fullmatch(r"#[0-9a-f]{6}", lowered):
+            return lowered
+        if re.fullmatch(r"#[0-9a-f]{3}", lowered):
+            return "#" + "".join(ch * 2 for ch in lowered[1:])
+        raise _unknown("colour", word, list(catalog.COLORS), extra=" or #rrggbb")
+
+    def _wear(self, line: _Line) -> Wear:
+        words = list(line.args)
+        if not words:
+            raise _Bad("wear which hat?")
+        hat = words.pop().lower()
+        if hat not in catalog.HATS:
+            raise _unknown("hat", hat, catalog.HATS)
+        return Wear(target=_target(words, line.user), hat=hat)
+
+    def _weather(self, line: _Line) -> SetWeather:
+        if len(line.args) != 1:
+            raise _Bad("which weather?" if not line.args else "one weather at a time")
+        word = line.args[0].lower()
+        if word not in WEATHER_WORDS:
+            raise _unknown("weather", word, catalog.WEATHERS)
+        return SetWeather(weather=WEATHER_WORDS[word])
+
+    def _time(self, line: _Line) -> SetTime:
+        if not line.args:
+            raise _Bad("what time?")
+        text = "".join(line.args).lower()
+        if text in TIME_WORDS:
+            return SetTime(hour=TIME_WORDS[text])
+        match = re.fullmatch(r"(\d{1,2})(?:[:h.](\d{2}))?(am|pm)?", text)
+        if match is None:
+            raise _unknown("time", " ".join(line.args), list(TIME_WORDS))
+        hour, minute, half = int(match[1]), int(match[2] or 0), match[3]
+        if minute >= 60:
+            raise _Bad("minutes go from 00 to 59")
+        if half:
+            if not 1 <= hour <= 12:
+                raise _Bad("with am/pm the hour goes from 1 to 12")
+            hour = hour % 12 + (12 if half == "pm" else 0)
+        if hour >= catalog.TIME_OF_DAY_HOURS:
+            raise _Bad(f"hours go from 0 to {catalog.TIME_OF_DAY_HOURS - 1:g}")
+        return SetTime(hour=hour + minute / 60.0)
+
+    def _camera(self, line: _Line) -> CameraMove:
+        words = list(line.args)
+        if not words:
+            raise _Bad("what should the camera do?")
+        op = words.pop(0).lower()
+        if op in DIRECTIONS:  # "!camera left 4" is "!camera pan left 4"
+            words.insert(0, op)
+            op = "pan"
+        if op not in CAMERA_OPS:
+            raise _unknown("camera move", op, CAMERA_OPS)
+        if op == "pan":
+            sign: float | None = None
+            if words and words[0].lower() in DIRECTIONS:
+                sign = DIRECTIONS[words.pop(0).lower()]
+                if not words:
+                    return CameraMove(op="pan", value=sign * DEFAULT_PAN)
+            value = _number(words[0]) if len(words) == 1 else None
+            if value is None:
+                raise _Bad("pan by how much? e.g. -4 or left 4")
+            return CameraMove(op="pan", value=value if sign is None else sign * abs(value))
+        if op == "zoom":
+            value = _number(words[0]) if len(words) == 1 else None
+            if value is None or value <= 0:
+                raise _Bad("zoom to what? a factor above 0, e.g. 2")
+            return CameraMove(op="zoom", value=value)
+        if op == "follow":
+            return CameraMove(op="follow", target=_target(words, line.user))
+        if op == "shake":
+            if not words:
+                return CameraMove(op="shake")
+            value = _number(words[0]) if len(words) == 1 else None
+            if value is None or value <= 0:
+                raise _Bad("shake for how many seconds?")
+            return CameraMove(op="shake", value=value)
+        if words:
+            raise _Bad("camera reset takes nothing more")
+        return CameraMove(op="reset")
+
+    def _scene(self, line: _Line) -> SetScene:
+        words = [w.lower() for w in line.args]
+        if not words:
+            raise _Bad("change what?")
+        found: dict[str, str] = {}
+        while words:
+            word = words.pop(0)
+            if word in ("ground", "backdrop"):
+                if not words:
+                    raise _Bad(f"which {word}?")
+                value = words.pop(0)
+                choices = catalog.GROUNDS if word == "ground" else catalog.BACKDROPS
+                if value not in choices:
+                    raise _unknown(word, value, choices)
+                found[word] = value
+            elif word in catalog.GROUNDS and word not in catalog.BACKDROPS:
+                found["ground"] = word
+            elif word in catalog.BACKDROPS and word not in catalog.GROUNDS:
+                found["backdrop"] = word
+            else:
+                raise _unknown("scene part", word, ("ground", "backdrop") + tuple(catalog.GROUNDS) + tuple(catalog.BACKDROPS))
+        return SetScene(**found)
+
+    def _lock(self, line: _Line) -> Lock | Unlock:
+        model = Lock if self.resolve(line.word) == "lock" else Unlock
+        words = list(line.args)
+        if not words:
+            raise _Bad(f"{line.word} what?")
+        scopes = WORLD_SCOPES + ENTITY_SCOPES
+        if words[-1].lower() in scopes:
+            scope = words.pop().lower()
+        elif words[0].lower() in scopes:
+            scope = words.pop(0).lower()
+        else:
+            raise _unknown("lock", words[-1], scopes)
+        if scope in WORLD_SCOPES:
+            if words:
+                raise _Bad(f"{scope} is world-wide: it takes no name")
+            return model(scope=scope)
+        if not words:
+            raise _Bad(f"whose {scope}? give a name")
+        return model(scope=scope, target=_target(words, line.user))
+
+    def _bare(self, line: _Line) -> Freeze | Unfreeze | Reset:
+        verb = self.resolve(line.word)
+        if line.args:
+            raise _Bad(f"{self.prefix}{verb} takes nothing more")
+        return {"freeze": Freeze, "unfreeze": Unfreeze, "reset": Reset}[verb or "freeze"]()
+
+    def _mode(self, line: _Line) -> BotOp:
+        if not line.args:
+            raise _Bad("which mode?")
+        word = line.args[0].lower()
+        if len(line.args) > 1 or word not in MODES:
+            raise _unknown("mode", word, MODES)
+        return BotOp("mode", word)
+
+    def _help(self, line: _Line) -> BotOp:
+        if not line.args:
+            return BotOp("help")
+        topic = self.resolve(line.args[0])
+        if topic is None:
+            word = line.args[0].lower().removeprefix(self.prefix)
+            raise _unknown("command", word, self.verbs)
+        return BotOp("help", topic)
+
+    def _vote(self, line: _Line) -> BotOp:
+        if line.nested:
+            raise _Bad("a vote cannot hold another vote")
+        if not line.args:
+            raise _Bad("vote for what?")
+        if len(line.args) == 1:
+            number = line.args[0].removeprefix("#")
+            if number.isascii() and number.isdigit():
+                option = int(number[:6])
+                if option < 1:
+                    raise _Bad("options are numbered from 1")
+                return BotOp("vote", option)
+        inner_text = line.rest if line.rest.startswith(self.prefix) else self.prefix + line.rest
+        inner = self._parse_text(inner_text, line.user, nested=True)
+        if inner is None or inner.action is None:
+            raise _Bad("you can vote for a number or for a world command, e.g. weather snow")
+        return BotOp("vote", inner)
+
+
+# --- rendering -------------------------------------------------------------------------
+
+_HEX_NAMES = {hex_: name for name, hex_ in COLOR_WORDS.items() if name in catalog.COLORS}
+
+
+def describe(action: Any, prefix: str = "!") -> str:
+    """A canonical command line for an action, e.g. ``!act Tom jump``.
+
+    Used to label vote options: two spellings of one action read the same.
+    """
+    p = prefix
+    if isinstance(action, Spawn):
+        return " ".join(filter(None, [f"{p}spawn {action.kind}", action.name, None if action.x is None else f"{action.x:g}"]))
+    if isinstance(action, Remove):
+        return f"{p}remove {action.target}"
+    if isinstance(action, Move):
+        verb = "run" if action.run else "move"
+        if action.to is not None:
+            return f"{p}{verb} {action.target} to {action.to:g}"
+        by = action.by or 0.0
+        return f"{p}{verb} {action.target} {'left' if by < 0 else 'right'} {abs(by):g}"
+    if isinstance(action, Act):
+        return f"{p}act {action.target} {action.action}"
+    if isinstance(action, Say):
+        return f"{p}say @{action.target} {action.text}"
+    if isinstance(action, Rename):
+        return f"{p}rename {action.target} {action.name}"
+    if isinstance(action, Recolor):
+        return f"{p}recolor {action.target} {action.part} {_HEX_NAMES.get(action.color.lower(), action.color.lower())}"
+    if isinstance(action, Wear):
+        return f"{p}wear {action.target} {action.hat}"
+    if isinstance(action, SetWeather):
+        return f"{p}weather {action.weather}"
+    if isinstance(action, SetTime):
+        minutes = int(round(action.hour * 60)) % (24 * 60)
+        return f"{p}time {minutes // 60}:{minutes % 60:02d}"
+    if isinstance(action, CameraMove):
+        parts = [f"{p}camera {action.op}"]
+        if action.target is not None:
+            parts.append(action.target)
+        if action.value is not None:
+            parts.append(f"{action.value:g}")
+        return " ".join(parts)
+    if isinstance(action, SetScene):
+        parts = [f"{p}scene"]
+        if action.ground is not None:
+            parts.append(f"ground {action.ground}")
+        if action.backdrop is not None:
+            parts.append(f"backdrop {action.backdrop}")
+        return " ".join(parts)
+    if isinstance(action, (Lock, Unlock)):
+        verb = "lock" if isinstance(action, Lock) else "unlock"
+        return " ".join(filter(None, [f"{p}{verb}", action.target, action.scope]))
+    if isinstance(action, (Freeze, Unfreeze, Reset)):
+        return f"{p}{action.type}"
+    return f"{p}{getattr(action, 'type', 'command')}"

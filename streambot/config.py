@@ -1,0 +1,185 @@
+"""The streamer's YAML config, validated once at start into typed objects.
+
+``load_config(path)`` either returns a complete ``Config`` or raises one
+``ConfigError`` that lists every problem with the file name and the field path,
+so nothing ever starts half-configured. Strings may name environment variables
+(``token: ${STREAMBOT_TOKEN}``, ``${NAME:-default}``) so secrets stay out of the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.scene import SceneSpec
+
+from .commands import DEFAULT_COMMANDS, CommandTable
+from .errors import ConfigError
+from .moderation import ModerationConfig
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"  # loopback unless the streamer deliberately opens it up
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Bearer token for every mutating route. Empty: a fresh one is generated and
+    # printed at start.
+    token: str | None = Field(default=None, min_length=16)
+
+
+class VideoConfig(_Section):
+    width: int = Field(default=1280, ge=256, le=3840)
+    height: int = Field(default=720, ge=144, le=2160)
+    fps: int = Field(default=30, ge=1, le=120)
+    backend: Literal["deterministic"] = "deterministic"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    @model_validator(mode="after")
+    def _even(self) -> VideoConfig:
+        # H.264 in yuv420p needs even dimensions.
+        if self.width % 2 or self.height % 2:
+            raise ValueError(f"width and height must be even (got {self.width}x{self.height})")
+        return self
+
+
+class MpegTsConfig(_Section):
+    enabled: bool = False
+    url: str = "udp://127.0.0.1:9000"
+    bitrate_kbps: int = Field(default=6000, ge=100, le=100_000)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not re.match(r"^(udp|tcp)://[^/\s]+:\d+", url):
+            raise ValueError("must look like udp://HOST:PORT or tcp://HOST:PORT")
+        return url
+
+
+class WebRtcConfig(_Section):
+    enabled: bool = True
+    max_viewers: int = Field(default=8, ge=1, le=64)
+
+
+class OutputsConfig(_Section):
+    mpegts: MpegTsConfig = Field(default_factory=MpegTsConfig)
+    webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
+
+
+class ChatConfig(_Section):
+    prefix: str = Field(default="!", min_length=1, max_length=3)
+    stdin: bool = False  # read chat lines typed into the terminal
+    mode: Literal["anarchy", "democracy"] = "anarchy"
+    vote_window: float = Field(default=15.0, gt=0.0, le=600.0)  # seconds
+    moderation: ModerationConfig = Field(default_factory=ModerationConfig)
+
+
+class Config(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
+    # The file overrides only what it names: ``spawn: {user_cooldown: 5}`` keeps
+    # spawn's default aliases and role.
+    commands: CommandTable = Field(default_factory=lambda: dict(DEFAULT_COMMANDS))
+    scene: SceneSpec = Field(default_factory=SceneSpec)
+
+
+def _expand_env(value: Any, where: str, problems: list[tuple[str, str]]) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{where}.{k}" if where else str(k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        problems.append((where, f"environment variable {name} is not set"))
+        return ""
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif not str(item).startswith(("function-", "literal[", "union[")):
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _explain(error: dict[str, Any], model: type[BaseModel]) -> str:
+    if error["type"] == "extra_forbidden":
+        known = _known_fields(model, error["loc"][:-1])
+        hint = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        return "unknown field" + (f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(known)})")
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and error["type"] not in ("missing",) and not isinstance(error["input"], (dict, list)):
+        message += f" (got {error['input']!r})"
+    return message
+
+
+def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for item in loc:
+        field = getattr(current, "model_fields", {}).get(item)
+        if field is None:
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))
+
+
+def parse_config(raw: Any, path: str = "<config>") -> Config:
+    """Validate already-loaded YAML data; raise ``ConfigError`` listing every problem."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path, [("", f"the top level must be a mapping of sections, got {type(raw).__name__}")])
+    problems: list[tuple[str, str]] = []
+    expanded = _expand_env(raw, "", problems)
+    try:
+        config = Config.model_validate(expanded)
+    except ValidationError as exc:
+        # A field whose environment variable is missing is reported once, as that.
+        named = {where for where, _ in problems}
+        problems += [
+            (where, _explain(e, Config)) for e in exc.errors() if (where := _field_path(e["loc"])) not in named
+        ]
+        raise ConfigError(path, problems) from None
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [("", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [("", f"cannot read: {exc}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(str(path), [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_config(raw, str(path))

@@ -1,0 +1,339 @@
+"""Moderation: roles, cooldowns, rate limits and the word filter, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FakeClock
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from engine.events import Role
+from streambot.chat import ChatMessage
+from streambot.commands import DEFAULT_COMMANDS, Command, CommandError, CommandSpec, Grammar
+from streambot.moderation import Bucket, Cooldown, Denied, ModerationConfig, Moderator
+
+GRAMMAR = Grammar()
+LOOSE = ModerationConfig(user_rate=1000, user_burst=1000, global_rate=10**9, global_burst=10**9)
+NO_COOLDOWNS = {verb: spec.model_copy(update={"user_cooldown": 0, "global_cooldown": 0})
+                for verb, spec in DEFAULT_COMMANDS.items()}
+
+
+def message(text: str, user: str = "bob", role: Role = Role.VIEWER, platform: str = "twitch") -> ChatMessage:
+    return ChatMessage(user=user, text=text, role=role, platform=platform)
+
+
+def check(moderator: Moderator, text: str, user: str = "bob", role: Role = Role.VIEWER, **kwargs: bool) -> None:
+    msg = message(text, user, role)
+    command = GRAMMAR.parse(msg)
+    assert command is not None
+    moderator.check(msg, command, **kwargs)
+
+
+def denied(moderator: Moderator, text: str, user: str = "bob", role: Role = Role.VIEWER, **kwargs: bool) -> Denied:
+    with pytest.raises(Denied) as caught:
+        check(moderator, text, user, role, **kwargs)
+    return caught.value
+
+
+# --- the token bucket ---------------------------------------------------------------------
+
+
+def test_cooldown_of_one_use_per_period(clock: FakeClock) -> None:
+    cooldown = Cooldown(1, 5, clock=clock)
+    assert cooldown.update() is None
+    assert cooldown.update() == pytest.approx(5.0)
+    clock.advance(4.5)
+    assert cooldown.retry_after() == pytest.approx(0.5)
+    assert cooldown.is_ratelimited()
+    clock.advance(0.5)
+    assert cooldown.update() is None
+
+
+def test_token_bucket_bursts_then_refills_at_its_rate(clock: FakeClock) -> None:
+    bucket = Cooldown(3, 3, clock=clock)  # burst 3, one per second
+    assert [bucket.update() for _ in range(3)] == [None, None, None]
+    assert bucket.update() == pytest.approx(1.0)
+    clock.advance(1)
+    assert bucket.update() is None
+    assert bucket.update() is not None
+    clock.advance(100)
+    assert bucket.tokens() == 3  # never more than the burst
+    bucket.update()
+    bucket.reset()
+    assert bucket.tokens() == 3
+
+
+def test_a_refused_update_uses_nothing(clock: FakeClock) -> None:
+    cooldown = Cooldown(1, 10, clock=clock)
+    cooldown.update()
+    for _ in range(20):
+        clock.advance(0.4)
+        assert cooldown.update() is not None
+    clock.advance(2)  # 10 s since the only use
+    assert cooldown.update() is None
+
+
+def test_cooldown_rejects_nonsense() -> None:
+    for rate, per in [(0, 1), (1, 0), (-1, 5), (1, float("inf"))]:
+        with pytest.raises(ValueError):
+            Cooldown(rate, per)
+
+
+def test_bucket_forgets_idle_keys_and_caps_its_size(clock: FakeClock) -> None:
+    bucket = Bucket(1, 5, clock=clock, max_keys=100)
+    for n in range(250):
+        bucket.update(n)
+    assert len(bucket) == 100
+    assert bucket.retry_after(249) is not None
+    clock.advance(5)
+    bucket.prune()
+    assert len(bucket) == 0
+    assert bucket.retry_after(249) is None
+
+
+# --- permissions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.SUBSCRIBER, Role.VIP])
+def test_mod_commands_are_for_moderators(clock: FakeClock, role: Role) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(), clock)
+    for text in ("!lock weather", "!unlock weather", "!freeze", "!unfreeze", "!mode democracy", "!scene city"):
+        refusal = denied(moderator, text, role=role)
+        assert refusal.reason == f"{text.split()[0]} is for moderators"
+        assert refusal.retry_after is None
+    assert "broadcaster" in denied(moderator, "!reset", role=role).reason
+
+
+def test_moderators_and_broadcaster_may_use_mod_commands(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(), clock)
+    check(moderator, "!lock weather", role=Role.MODERATOR)
+    check(moderator, "!freeze", role=Role.BROADCASTER)
+    check(moderator, "!reset", role=Role.BROADCASTER)
+    assert "broadcaster" in denied(moderator, "!reset", role=Role.MODERATOR).reason
+
+
+def test_a_streamer_can_raise_a_verbs_role(clock: FakeClock) -> None:
+    commands = {**DEFAULT_COMMANDS, "spawn": CommandSpec(role="subscriber")}
+    moderator = Moderator(commands, ModerationConfig(), clock)
+    assert denied(moderator, "!spawn cat").reason == "!spawn is for subscribers"
+    check(moderator, "!spawn cat", role=Role.SUBSCRIBER)
+    check(moderator, "!spawn cat", user="vip", role=Role.VIP)
+
+
+def test_voting_for_a_command_needs_that_commands_role(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(), clock)
+    assert denied(moderator, "!vote lock weather").reason == "!lock is for moderators"
+    check(moderator, "!vote weather snow")
+
+
+def test_unknown_or_disabled_verbs_are_denied(clock: FakeClock) -> None:
+    commands = {**DEFAULT_COMMANDS, "weather": CommandSpec(enabled=False)}
+    moderator = Moderator(commands, ModerationConfig(), clock)
+    msg = message("!weather snow")
+    with pytest.raises(Denied, match="not available"):
+        moderator.check(msg, GRAMMAR.parse(msg))  # type: ignore[arg-type]
+    with pytest.raises(Denied, match="not available"):
+        moderator.check(msg, Command(verb="teleport"))
+
+
+# --- cooldowns ------------------------------------------------------------------------------
+
+
+def test_per_user_cooldown_names_the_seconds_left(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, LOOSE, clock)
+    check(moderator, "!spawn cat")
+    clock.advance(3)
+    refusal = denied(moderator, "!spawn dog Rex")
+    assert refusal.retry_after == pytest.approx(7)
+    assert refusal.reason == "!spawn is cooling down for you — try again in 7s"
+    check(moderator, "!spawn cat", user="amy")  # per user: amy is not affected
+    clock.advance(7)
+    check(moderator, "!spawn dog Rex")
+
+
+def test_a_denied_command_does_not_restart_the_cooldown(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, LOOSE, clock)
+    check(moderator, "!spawn cat")
+    for _ in range(9):
+        clock.advance(1)
+        denied(moderator, "!spawn cat")
+    clock.advance(1)
+    check(moderator, "!spawn cat")
+
+
+def test_a_command_denied_by_the_rate_limit_does_not_start_its_cooldown(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(user_rate=0.1, user_burst=1), clock)
+    check(moderator, "!jump")
+    assert "too fast" in denied(moderator, "!spawn cat").reason
+    clock.advance(10)
+    check(moderator, "!spawn cat")  # no spawn cooldown was started by the refusal
+
+
+def test_global_cooldown_applies_to_everyone(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, LOOSE, clock)
+    check(moderator, "!weather snow", user="bob")
+    refusal = denied(moderator, "!weather rain", user="amy")
+    assert refusal.reason == "!weather was just used — try again in 15s"
+    clock.advance(15)
+    check(moderator, "!weather rain", user="amy")
+
+
+def test_per_user_rate_limit(clock: FakeClock) -> None:
+    moderator = Moderator(NO_COOLDOWNS, ModerationConfig(user_rate=1, user_burst=3), clock)
+    for target in ("a", "b", "c"):
+        check(moderator, f"!jump {target}")
+    refusal = denied(moderator, "!dance")
+    assert "too fast" in refusal.reason and refusal.retry_after == pytest.approx(1)
+    check(moderator, "!dance", user="amy")
+    clock.advance(1)
+    check(moderator, "!dance")
+
+
+def test_global_rate_limit(clock: FakeClock) -> None:
+    moderator = Moderator(NO_COOLDOWNS, ModerationConfig(global_rate=2, global_burst=5), clock)
+    for n in range(5):
+        check(moderator, "!jump", user=f"user{n}")
+    refusal = denied(moderator, "!jump", user="late")
+    assert "busy" in refusal.reason and refusal.retry_after == pytest.approx(0.5)
+    clock.advance(0.5)
+    check(moderator, "!jump", user="late")
+
+
+def test_exempt_roles_skip_cooldowns_and_rate_limits(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(user_burst=1, global_burst=1), clock)
+    for _ in range(20):
+        check(moderator, "!spawn cat", role=Role.MODERATOR)
+        check(moderator, "!weather snow", user="boss", role=Role.BROADCASTER)
+    check(moderator, "!jump")  # exempt use did not drain the global bucket
+    assert moderator.tracked == 2  # bob's rate bucket and his !jump cooldown; nothing for the exempt
+
+
+def test_exempt_role_is_configurable_and_never_grants_permissions(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(exempt_role="vip"), clock)
+    for _ in range(10):
+        check(moderator, "!spawn cat", role=Role.VIP)
+    assert denied(moderator, "!lock weather", role=Role.VIP).reason == "!lock is for moderators"
+    check(moderator, "!spawn cat", role=Role.SUBSCRIBER)
+    assert "cooling down" in denied(moderator, "!spawn cat", role=Role.SUBSCRIBER).reason
+
+
+def test_voting_skips_verb_cooldowns_but_not_the_user_rate(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(user_burst=3), clock)
+    check(moderator, "!weather snow", user="bob", voting=True)
+    check(moderator, "!weather rain", user="amy", voting=True)
+    check(moderator, "!weather rain", user="amy", voting=True)
+    check(moderator, "!weather snow", user="amy", voting=True)
+    assert "too fast" in denied(moderator, "!weather fog", user="amy", voting=True).reason
+    check(moderator, "!weather fog", user="cat")  # voting used none of the weather cooldown
+
+
+def test_users_are_told_apart_by_platform_and_case_insensitively(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, LOOSE, clock)
+    msg = message("!spawn cat", user="Bob")
+    moderator.check(msg, GRAMMAR.parse(msg))  # type: ignore[arg-type]
+    denied(moderator, "!spawn cat", user="bob")
+    other = message("!spawn cat", user="bob", platform="local")
+    moderator.check(other, GRAMMAR.parse(other))  # type: ignore[arg-type]
+
+
+# --- blocked words --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["!say this is DARN good", "!say darn", "!spawn cat Darn", "!rename Tom Mr Darn", "!say @Tom heck yes",
+     "!vote say darn it", "!say ｄａｒｎ", "!say big bad wolf"],
+)
+def test_blocked_words_in_speech_and_names(clock: FakeClock, text: str) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(blocked_words=["darn", "Heck", "bad wolf"]), clock)
+    refusal = denied(moderator, text)
+    assert refusal.reason == "that word is not allowed here"
+    assert refusal.retry_after is None
+
+
+@pytest.mark.parametrize("text", ["!say darned good", "!say mydarn", "!spawn cat Heckle", "!say bad wolves", "!jump"])
+def test_blocked_words_match_whole_words_only(clock: FakeClock, text: str) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(blocked_words=["darn", "heck", "bad wolf"]), clock)
+    check(moderator, text)
+
+
+def test_blocked_words_apply_to_exempt_roles_and_do_not_use_a_cooldown(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(blocked_words=["darn"]), clock)
+    denied(moderator, "!say darn", role=Role.BROADCASTER)
+    denied(moderator, "!say darn")
+    check(moderator, "!say fine")
+
+
+def test_moderation_config_validation() -> None:
+    config = ModerationConfig.model_validate({"exempt_role": "vip", "blocked_words": [" Darn ", "darn", ""]})
+    assert config.exempt_role == Role.VIP
+    assert config.blocked_words == ["darn"]
+    assert config.model_dump()["exempt_role"] == "vip"
+    for bad in ({"user_rate": 0}, {"user_burst": 0}, {"rate": 3}, {"exempt_role": "king"}):
+        with pytest.raises(ValidationError):
+            ModerationConfig.model_validate(bad)
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def test_memory_stays_bounded_with_100k_chatters(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, LOOSE, clock)
+    command = GRAMMAR.parse(message("!spawn cat"))
+    assert command is not None
+    for n in range(100_000):
+        moderator.check(ChatMessage(user=f"user{n}", text="!spawn cat", id="x", time=0.0), command)
+        if n % 1000 == 999:
+            clock.advance(1)
+    # Only chatters active within the last cooldown period are remembered.
+    assert moderator.tracked <= 2 * 11_000
+    clock.advance(60)
+    moderator.prune()
+    assert moderator.tracked == 0
+
+
+def test_memory_is_capped_even_for_a_flood_at_one_instant(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, LOOSE, clock)
+    command = GRAMMAR.parse(message("!jump"))
+    assert command is not None
+    for n in range(100_000):
+        moderator.check(ChatMessage(user=f"user{n}", text="!jump", id="x", time=0.0), command)
+    assert moderator.tracked <= 20_000
+
+
+# --- fuzzing --------------------------------------------------------------------------------
+
+LINES = st.sampled_from(
+    ["!spawn cat", "!spawn tree 3", "!jump", "!say hi", "!say darn", "!weather snow", "!lock weather", "!reset",
+     "!vote 2", "!vote weather rain", "!vote lock weather", "!help", "!mode democracy", "!camera zoom 2",
+     "!rename Tom Darn", "!freeze"]
+)
+STEP = st.tuples(
+    LINES,
+    st.sampled_from(["bob", "amy", "BOB", "x" * 30, ""]),
+    st.sampled_from(list(Role)),
+    st.sampled_from([0.0, 0.0, 0.1, 1.0, 5.0, 30.0]),
+    st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(STEP, max_size=30), st.sampled_from(["darn", "x"]), st.integers(1, 5), st.floats(0.01, 50))
+def test_fuzz_check_only_ever_denies(steps: list, word: str, burst: int, rate: float) -> None:
+    clock = FakeClock()
+    config = ModerationConfig(blocked_words=[word], user_burst=burst, user_rate=rate, global_burst=burst * 2)
+    moderator = Moderator(DEFAULT_COMMANDS, config, clock)
+    for text, user, role, advance, voting in steps:
+        clock.advance(advance)
+        msg = ChatMessage(user=user, text=text, role=role)
+        try:
+            command = GRAMMAR.parse(msg)
+        except CommandError:
+            continue
+        assert command is not None
+        try:
+            moderator.check(msg, command, voting=voting)
+        except Denied as refusal:
+            assert 0 < len(refusal.reason) < 300
+            assert refusal.retry_after is None or refusal.retry_after > 0
