@@ -19,7 +19,7 @@ from engine.events import DirectionEvent, Role, Source
 from engine.loop import FrameLoop, Outcome
 
 from .chat import MAX_CHAT_LENGTH, ChatMessage
-from .commands import Command, CommandError, Grammar
+from .commands import Command, CommandError, Grammar, describe
 from .config import Config
 from .moderation import Denied, Moderator
 from .votes import VoteBox
@@ -94,7 +94,7 @@ class Director:
             return ChatResult("refused", str(error))
         if not outcome.applied:
             return ChatResult("refused", outcome.reason, [outcome.event])
-        return ChatResult("applied", None, [outcome.event])
+        return ChatResult("applied", f"done: {describe(outcome.event.action, self.grammar.prefix)}", [outcome.event])
 
     def _vote_exempt_role(self):
         # Moderators direct the scene directly even in democracy; that is what they are for.
@@ -105,6 +105,8 @@ class Director:
         assert op is not None
         if op.kind == "mode":
             self.mode = op.value  # type: ignore[assignment]
+            if self.mode == "anarchy":
+                self.votes.clear()  # an open vote must not fire after democracy ended
             return ChatResult("info", f"mode is now {self.mode}")
         if op.kind == "help":
             return ChatResult("info", self.grammar.help(op.value, role=message.role))

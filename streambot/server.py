@@ -1,0 +1,153 @@
+"""The control surface: preview page, JSON API, metrics and WHEP, over aiohttp.
+
+Routes (every method other than GET/HEAD needs ``Authorization: Bearer TOKEN``):
+
+- ``GET  /``                 the preview page (video, chat box, world panel)
+- ``GET  /overlays/...``     the overlay pages and their assets
+- ``GET  /api/state``        the world as JSON, plus mode, votes and loop stats
+- ``POST /api/chat``         ``{user, text, roles}``: a chat line through the same
+                             pipeline as Twitch; answers a ChatResult
+- ``POST /api/events``       a direction event from the streamer (JSON); 200 applied,
+                             409 refused, 400 invalid
+- ``GET  /api/frame.png``    the newest frame
+- ``GET  /metrics``          Prometheus text format
+- ``POST /whep``, ``DELETE /whep/{session}``  WebRTC playback (WHEP)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from aiohttp import web
+from PIL import Image
+from pydantic import ValidationError
+
+from engine.events import DirectionEvent, Role, Source
+
+from . import metrics
+from .chat import MAX_CHAT_LENGTH, ChatMessage
+
+if TYPE_CHECKING:
+    from .app import App
+
+log = logging.getLogger(__name__)
+
+OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_BODY = 64 * 1024
+APP_KEY = web.AppKey("streambot", object)
+
+
+def _app(request: web.Request) -> App:
+    return request.app[APP_KEY]  # type: ignore[return-value]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def _security(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    if request.method not in SAFE_METHODS:
+        expected = _app(request).token
+        given = request.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            return web.json_response(
+                {"error": "missing or wrong token: send Authorization: Bearer TOKEN"},
+                status=401, headers={"WWW-Authenticate": 'Bearer realm="streambot"'},
+            )
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+async def _read_json(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    try:
+        return json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"body is not valid JSON: {exc}"}), content_type="application/json") from None
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(OVERLAYS / "preview.html")
+
+
+async def state(request: web.Request) -> web.Response:
+    return web.json_response(await _app(request).state())
+
+
+async def chat(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        return _error(400, 'expected {"user": str, "text": str, "roles": [str]}')
+    user = str(body.get("user") or "streamer").strip()[:64] or "streamer"
+    roles = body.get("roles") or ["viewer"]
+    if isinstance(roles, str):
+        roles = [roles]
+    try:
+        role = max((Role.parse(str(r)) for r in roles), default=Role.VIEWER)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    message = ChatMessage(user=user, text=body["text"][:MAX_CHAT_LENGTH], role=role, platform="web")
+    result = await _app(request).handle_chat(message)
+    return web.json_response(result.to_dict())
+
+
+async def events(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    if isinstance(body, dict):
+        body.setdefault("source", Source(user="streamer", role=Role.BROADCASTER, platform="api").model_dump(mode="json"))
+    try:
+        event = DirectionEvent.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _error(400, problems)
+    result = await _app(request).director.submit(event)
+    return web.json_response(result.to_dict(), status=200 if result.status == "applied" else 409)
+
+
+async def frame_png(request: web.Request) -> web.Response:
+    frame = _app(request).loop.frames.latest()
+    if frame is None:
+        return _error(503, "no frame yet")
+
+    def encode() -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(frame.rgb()).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+
+    # PNG encoding takes tens of milliseconds at 1080p: keep it off the event loop.
+    data = await asyncio.get_running_loop().run_in_executor(None, encode)
+    return web.Response(body=data, content_type="image/png", headers={"Cache-Control": "no-store", "X-Frame-Tick": str(frame.tick)})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    app = _app(request)
+    return web.Response(body=metrics.render(app.registry), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+def make_web_app(app: App) -> web.Application:
+    web_app = web.Application(middlewares=[_security], client_max_size=MAX_BODY)
+    web_app[APP_KEY] = app
+    web_app.add_routes([
+        web.get("/", index),
+        web.get("/api/state", state),
+        web.post("/api/chat", chat),
+        web.post("/api/events", events),
+        web.get("/api/frame.png", frame_png),
+        web.get("/metrics", metrics_page),
+        web.static("/overlays", OVERLAYS),
+    ])
+    if app.whep is not None:
+        web_app.add_routes(app.whep.routes())
+    return web_app
