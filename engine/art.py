@@ -222,11 +222,10 @@ class Canvas:
         box = mask.getbbox()
         if box is None:
             return
-        pattern = ImageChops.multiply(mask.crop(box), self._pattern_mask(kind).crop(box))
-        self.img.paste(colour + (255,), box, pattern)
-
-    def _pattern_mask(self, kind: str) -> Image.Image:
-        return _pattern_mask(kind, self.w, self.h, 0.13 * self.k, self.ox, self.oy)
+        # Only the garment's box: the whole canvas is several times larger.
+        x0, y0, x1, y1 = box
+        dots = _pattern_mask(kind, x1 - x0, y1 - y0, 0.13 * self.k, self.ox - x0, self.oy - y0)
+        self.img.paste(colour + (255,), box, ImageChops.multiply(mask.crop(box), dots))
 
     def image(self, rotate: float = 0.0, flip: bool = False) -> tuple[Image.Image, float, float]:
         """The picture at its final size and the anchor pixel in it."""

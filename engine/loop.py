@@ -226,6 +226,8 @@ class FrameLoop:
         self.stats.published.append(finished)
         if finished - due > interval:
             self.stats.late += 1
+            log.debug("late frame at tick %d: %.1f ms after due, render %.1f ms",
+                      self.world.tick, (finished - due) * 1000, (finished - started) * 1000)
         for _, submitted in waiting:
             latency = finished - submitted
             self.stats.latencies.append(latency)
