@@ -36,3 +36,8 @@ class BackendError(EngineError):
 
 class EngineStopped(EngineError):
     """The engine is not running, so the event was not applied."""
+
+
+class StoreError(EngineError):
+    """The world store cannot be opened or written. The message says what is
+    wrong and what the streamer can do; the file itself is never overwritten."""

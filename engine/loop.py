@@ -27,6 +27,7 @@ from .errors import EngineStopped, Refused
 from .events import DirectionEvent
 from .frames import Frame, FrameSource
 from .scene import SceneSpec
+from .store import Journal
 from .world import World
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Outcome:
     event: DirectionEvent
     applied: bool
     reason: str | None = None
+    duplicate: bool = False  # the event id was applied before; nothing happened now
 
 
 @dataclass
@@ -84,6 +86,7 @@ class FrameLoop:
         start_scene: SceneSpec,
         frames: FrameSource | None = None,
         on_applied: Callable[[DirectionEvent], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.world = world
         self.backend = backend
@@ -92,6 +95,7 @@ class FrameLoop:
         self.stats = LoopStats()
         self.fps = world.tick_hz
         self._on_applied = on_applied
+        self.journal = journal
         self._inbox: deque[_Pending] = deque()
         self._inbox_lock = threading.Lock()
         self._stop = threading.Event()
@@ -113,6 +117,10 @@ class FrameLoop:
             self._thread.join(timeout)
             self._thread = None
         self._fail_pending(EngineStopped("the engine stopped before applying this"))
+        if self.journal is not None:
+            # A clean stop loses not even idle motion: the next start resumes here.
+            self.journal.snapshot(self.world)
+            self.journal.flush()
 
     @property
     def running(self) -> bool:
@@ -181,12 +189,22 @@ class FrameLoop:
                 self._run_call(item)
                 continue
             assert item.event is not None
+            if self.journal is not None and self.journal.seen(item.event.id):
+                # Redelivered (Twitch may send a message twice): never apply twice.
+                item.future.set_result(Outcome(item.event, False, "already applied", duplicate=True))
+                continue
             outcome = self._apply(item.event)
             if outcome.applied:
                 applied.append(outcome.event.id)
                 arrivals.append((outcome.event.id, item.submitted))
+                if self.journal is not None:
+                    # Acknowledged by the journal once the event is on disk.
+                    self.journal.append(outcome.event, item.future, outcome)
+                    continue
             item.future.set_result(outcome)
         simulation.step(self.world)
+        if self.journal is not None:
+            self.journal.after_tick(self.world)
         self.stats.ticks += 1
         self.stats.inbox_depth = len(self._inbox)
         return applied, arrivals
@@ -206,6 +224,13 @@ class FrameLoop:
         if self._on_applied is not None:
             self._on_applied(stamped)
         return Outcome(stamped, True)
+
+    def replace_world(self, world: World) -> None:
+        """Swap in another world (a take gone back to, a rollback after a failed
+        write). Only from the loop thread, that is from inside ``call``."""
+        if self.running and threading.current_thread() is not self._thread:
+            raise RuntimeError("replace_world runs on the loop thread; use loop.call")
+        self.world = world
 
     def _run_call(self, item: _Pending) -> None:
         try:
