@@ -15,16 +15,20 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.frames import FrameSource
 from engine.loop import FrameLoop
 from engine.render import TorchRenderer
-from engine.scene import build_world
+from engine.store import Journal, Store
+from engine.world import pack, unpack
 
 from .chat import ChatMessage, ChatSource
 from .config import Config
 from .director import ChatResult, Director
 from .metrics import make_registry
 from .mpegts import MpegTsOutput
+from .recorder import Recorder
 from .server import make_web_app
+from .takes import TakeDesk
 from .webrtc import WhepServer
 
 log = logging.getLogger(__name__)
@@ -38,10 +42,27 @@ class App:
         video = config.video
         self.token = config.server.token or secrets.token_urlsafe(24)
         self.token_generated = config.server.token is None
-        world = build_world(config.scene, video.fps)
-        backend = TorchRenderer(video.width, video.height, device=video.device, seed=config.scene.seed)
-        self.loop = FrameLoop(world, backend, config.scene)
-        self.director = Director(config, self.loop)
+        # The world comes from its store: a restart continues where it stopped.
+        self.store = Store.open(config.store.path, config.scene, video.fps)
+        world = self.store.restore()
+        self.journal = Journal(self.store, config.store.snapshot_seconds, on_failure=self._journal_failed)
+        backend = TorchRenderer(video.width, video.height, device=video.device, seed=self.store.scene.seed)
+        frames = FrameSource()
+        self.recorder = (
+            Recorder(
+                frames, config.outputs.record.directory, video.fps,
+                rotate_seconds=None if config.outputs.record.rotate_minutes is None else config.outputs.record.rotate_minutes * 60,
+                rotate_mb=config.outputs.record.rotate_mb, bitrate_kbps=config.outputs.record.bitrate_kbps,
+                command_prefix=config.chat.prefix,
+            )
+            if config.outputs.record.enabled else None
+        )
+        self.loop = FrameLoop(
+            world, backend, self.store.scene, frames=frames, journal=self.journal,
+            on_applied=self.recorder.record_event if self.recorder is not None else None,
+        )
+        self.takes = TakeDesk(self.store, self.journal, self.loop)
+        self.director = Director(config, self.loop, takes=self.takes)
         outputs = config.outputs
         self.whep = WhepServer(self.loop.frames, max_sessions=outputs.webrtc.max_viewers) if outputs.webrtc.enabled else None
         self.mpegts = (
@@ -67,7 +88,8 @@ class App:
 
     async def state(self) -> dict[str, Any]:
         """A consistent copy of the world, taken between ticks on the loop thread."""
-        world = await asyncio.wrap_future(self.loop.call(lambda w: w.to_dict()))
+        packed = await asyncio.wrap_future(self.loop.call(pack))
+        world = await asyncio.to_thread(lambda: unpack(packed).to_dict())
         stats = self.loop.stats
         return {
             **world,
@@ -94,6 +116,8 @@ class App:
         await asyncio.wait_for(self.loop.frames.next_frame(0), timeout=FIRST_FRAME_TIMEOUT)
         if self.mpegts is not None:
             self.mpegts.start()
+        if self.recorder is not None:
+            self.recorder.start()
         self._spawn(self.director.run_votes(), "votes")
         self._runner = web.AppRunner(make_web_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -112,7 +136,12 @@ class App:
             await self._runner.cleanup()
         if self.mpegts is not None:
             await asyncio.to_thread(self.mpegts.stop)
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.stop)
+        # The loop's last act is a snapshot, so a clean restart resumes exactly here.
         await asyncio.to_thread(self.loop.stop)
+        await asyncio.to_thread(self.journal.close)
+        self.store.close()
         self.loop.backend.close()
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -120,6 +149,17 @@ class App:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _journal_failed(self, error: Exception) -> None:
+        """The store could not take a write (disk full, I/O error): undo what was
+        not saved by going back to the world the store holds. Runs on the
+        journal's thread, so the rebuild never stalls the frame loop."""
+        try:
+            world = self.store.restore(self.journal.branch)
+        except Exception:
+            log.exception("could not rebuild the world from %s", self.store.path)
+            return
+        self.loop.call(lambda _: self.loop.replace_world(world))
 
     def add_source(self, source: ChatSource) -> None:
         """Run a chat source for the app's lifetime, feeding the one pipeline."""

@@ -3,6 +3,9 @@
     streambot demo                 the whole product offline, no credentials needed
     streambot run -c CONFIG        run with a streamer's config
     streambot check-config -c CONFIG   validate a config and print every problem
+    streambot takes [list|save NAME|back NAME]   takes, while the stream is stopped
+    streambot replay -o OUT.mp4 [--take NAME|--line NAME] [--size 1920x1080]
+    streambot export --take NAME -o DIR   video, event list and credits of a take
 """
 
 from __future__ import annotations
@@ -35,16 +38,90 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, help="override server.port (0 picks a free port)")
         p.add_argument("--token", help="override server.token (the API bearer token)")
         p.add_argument("--no-stdin", action="store_true", help="do not read chat lines from the terminal")
+        p.add_argument("--store", type=Path, help="override store.path (the world's SQLite file)")
         p.add_argument("-v", "--verbose", action="store_true")
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("-c", "--config", type=Path, required=True)
+
+    takes = sub.add_parser("takes", help="list, save or go back to takes (while the stream is stopped)")
+    takes.add_argument("action", nargs="?", choices=("list", "save", "back"), default="list")
+    takes.add_argument("name", nargs="?")
+    takes.add_argument("--note", default="")
+    replay = sub.add_parser("replay", help="re-render a stretch of the world's history to a video")
+    replay.add_argument("--line", help="which line (default: the current one)")
+    replay.add_argument("--take", help="from the start of the take's line to the take")
+    replay.add_argument("--from-tick", type=int)
+    replay.add_argument("--to-tick", type=int)
+    replay.add_argument("-o", "--output", type=Path, required=True, help="the video file (.mp4)")
+    export = sub.add_parser("export", help="a take as a video, its event list and its credits")
+    export.add_argument("--take", required=True)
+    export.add_argument("-o", "--output", type=Path, required=True, help="a directory")
+    for p in (takes, replay, export):
+        p.add_argument("-c", "--config", type=Path, default=DEMO_CONFIG, help="config file (default: configs/demo.yaml)")
+        p.add_argument("--store", type=Path, help="override store.path")
+    for p in (replay, export):
+        p.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the config's video size)")
     return parser
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1920x1080, not {text!r}") from None
+    if width < 256 or height < 144 or width % 2 or height % 2:
+        raise argparse.ArgumentTypeError("width and height must be even, at least 256x144")
+    return width, height
+
+
+def _studio(config: Config, args: argparse.Namespace) -> int:
+    from . import studio
+
+    store = studio.open_store(config)
+    if args.command == "takes":
+        if args.action == "list":
+            takes = store.takes()
+            current = store.current_branch().name
+            print(f"current line: {current}")
+            for take in takes:
+                note = f"  {take.note}" if take.note else ""
+                print(f"  {take.name:<20} line {take.branch:<12} tick {take.tick:>8}  {_when(take.created)}{note}")
+            if not takes:
+                print("  no takes yet")
+            return 0
+        if not args.name:
+            raise StreambotError(f"takes {args.action} needs a take name")
+        if args.action == "save":
+            take = store.save_take_at_head(args.name, args.note)
+            print(f"saved take {take.name} at tick {take.tick} on line {take.branch}")
+            return 0
+        branch = store.fork(store.take(args.name))
+        store.set_current(branch)
+        print(f"the next start continues from take {args.name}, on the new line {branch.name}")
+        return 0
+    width, height = args.size or (config.video.width, config.video.height)
+    if args.command == "replay":
+        stretch = studio.stretch_of(store, args.line, args.take, args.from_tick, args.to_tick)
+        frames = studio.render(store, stretch, args.output, width, height)
+        print(f"wrote {frames} frames (ticks {stretch.first}-{stretch.last} of line {stretch.branch.name}) to {args.output}")
+        return 0
+    written = studio.export(store, args.take, args.output, width, height, config.chat.prefix)
+    for what, path in written.items():
+        print(f"{what}: {path}")
+    return 0
+
+
+def _when(timestamp: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
 def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
     server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port), ("token", args.token)) if v is not None})
-    return config.model_copy(update={"server": server})
+    store = config.store.model_copy(update={"path": args.store}) if getattr(args, "store", None) else config.store
+    return config.model_copy(update={"server": server, "store": store})
 
 
 async def _serve(config: Config, read_stdin: bool) -> None:
@@ -75,13 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             print(f"{args.config}: ok")
             return 0
+        if args.command in ("takes", "replay", "export"):
+            if args.store:
+                config = config.model_copy(update={"store": config.store.model_copy(update={"path": args.store})})
+            return _studio(config, args)
         config = _with_overrides(config, args)
         asyncio.run(_serve(config, read_stdin=config.chat.stdin and not args.no_stdin and sys.stdin.isatty()))
         return 0
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    except (StreambotError, EngineError) as error:
+    except (StreambotError, EngineError, ValueError) as error:
         print(f"streambot: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # most often: the port is taken by another program

@@ -69,7 +69,7 @@ __all__ = [
 VERBS: tuple[str, ...] = (
     "spawn", "remove", "move", "run", "jump", "dance", "act", "say", "rename", "recolor",
     "wear", "weather", "time", "camera", "scene", "lock", "unlock", "freeze", "unfreeze",
-    "reset", "mode", "help", "vote",
+    "reset", "mode", "help", "vote", "take",
 )
 MODES: tuple[str, ...] = ("anarchy", "democracy")
 MAX_REPLY_LENGTH = 280  # well under Twitch's 500, so a reply never wraps into two
@@ -146,6 +146,7 @@ DEFAULT_COMMANDS: dict[str, CommandSpec] = {
     "mode": CommandSpec(role=Role.MODERATOR),
     "help": CommandSpec(aliases=["commands"], user_cooldown=30, global_cooldown=5),
     "vote": CommandSpec(aliases=["v"]),
+    "take": CommandSpec(aliases=["takes"], role=Role.MODERATOR),
 }
 
 
@@ -215,8 +216,8 @@ class BotOp:
       ``Command`` voted for (``!vote weather snow``; always one with an action).
     """
 
-    kind: Literal["mode", "help", "vote"]
-    value: str | int | Command | None = None
+    kind: Literal["mode", "help", "vote", "take"]
+    value: str | int | Command | tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,7 @@ USAGE: dict[str, str] = {
     "mode": "{p}mode anarchy|democracy",
     "help": "{p}help [command]",
     "vote": "{p}vote <number> or {p}vote <command>",
+    "take": "{p}take save <name> [note] | back <name> | list — named points to return to and branch from",
 }
 
 
@@ -442,7 +444,7 @@ class Grammar:
             "weather": self._weather, "time": self._time, "camera": self._camera,
             "scene": self._scene, "lock": self._lock, "unlock": self._lock,
             "freeze": self._bare, "unfreeze": self._bare, "reset": self._bare,
-            "mode": self._mode, "help": self._help, "vote": self._vote,
+            "mode": self._mode, "help": self._help, "vote": self._vote, "take": self._take,
         }
 
     # -- public ---------------------------------------------------------------------
@@ -798,6 +800,20 @@ class Grammar:
         if inner is None or inner.action is None:
             raise _Bad("you can vote for a number or for a world command, e.g. weather snow")
         return BotOp("vote", inner)
+
+    def _take(self, line: _Line) -> BotOp:
+        """``value`` is ("list", None), ("save", (name, note)) or ("back", name)."""
+        if line.word == "takes" or not line.args or line.args[0].lower() == "list":
+            return BotOp("take", ("list", None))
+        sub = line.args[0].lower()
+        if sub not in ("save", "back"):
+            raise _unknown("take command", sub, ("save", "back", "list"))
+        if len(line.args) < 2:
+            raise _Bad(f"{sub} which take? give it a name")
+        name = line.args[1]
+        if sub == "back":
+            return BotOp("take", ("back", name))
+        return BotOp("take", ("save", (name, " ".join(line.args[2:]))))
 
 
 # --- rendering -------------------------------------------------------------------------

@@ -71,9 +71,25 @@ class WebRtcConfig(_Section):
     max_viewers: int = Field(default=8, ge=1, le=64)
 
 
+class StoreConfig(_Section):
+    # The world lives in this SQLite file: restart and the same world is back.
+    # Relative paths are taken from the directory streambot runs in.
+    path: Path = Path("var/world.db")
+    snapshot_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+
+
+class RecordConfig(_Section):
+    enabled: bool = False
+    directory: Path = Path("var/recordings")
+    rotate_minutes: float | None = Field(default=60.0, gt=0.0)
+    rotate_mb: float | None = Field(default=2048.0, gt=0.0)
+    bitrate_kbps: int = Field(default=8000, ge=100, le=100_000)
+
+
 class OutputsConfig(_Section):
     mpegts: MpegTsConfig = Field(default_factory=MpegTsConfig)
     webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
 
 
 class ChatConfig(_Section):
@@ -89,6 +105,7 @@ class Config(_Section):
     video: VideoConfig = Field(default_factory=VideoConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     # The file overrides only what it names: ``spawn: {user_cooldown: 5}`` keeps
     # spawn's default aliases and role.
     commands: CommandTable = Field(default_factory=lambda: dict(DEFAULT_COMMANDS))

@@ -22,6 +22,7 @@ from .chat import MAX_CHAT_LENGTH, ChatMessage
 from .commands import Command, CommandError, Grammar, describe
 from .config import Config
 from .moderation import Denied, Moderator
+from .takes import TakeDesk
 from .votes import VoteBox
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,15 @@ class ChatResult:
 
 
 class Director:
-    def __init__(self, config: Config, loop: FrameLoop, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: Config, loop: FrameLoop, clock: Callable[[], float] = time.monotonic, takes: TakeDesk | None = None,
+    ) -> None:
         self.grammar = Grammar(config.chat.prefix, config.commands)
         self.moderator = Moderator(config.commands, config.chat.moderation, clock=clock)
         self.votes = VoteBox(window=config.chat.vote_window, clock=clock)
         self.mode = config.chat.mode
         self.loop = loop
+        self.takes = takes
         self.recent: deque[dict] = deque(maxlen=50)  # what the overlays show
 
     async def handle(self, message: ChatMessage) -> ChatResult:
@@ -80,6 +84,8 @@ class Director:
             return ChatResult("denied", denied.reason)
 
         if command.bot is not None:
+            if command.bot.kind == "take":
+                return await self._take(command.bot.value)  # type: ignore[arg-type]
             return self._bot_op(message, command)
         assert command.action is not None
         if voting:
@@ -115,6 +121,25 @@ class Director:
                 return ChatResult("info", "votes count only in democracy mode")
             return self._cast(message, command)
         return ChatResult("invalid", f"unknown operation {op.kind}")
+
+    async def _take(self, request: tuple[str, object]) -> ChatResult:
+        if self.takes is None:
+            return ChatResult("info", "takes need a world store")
+        op, arg = request
+        try:
+            if op == "save":
+                name, note = arg  # type: ignore[misc]
+                take = await self.takes.save(name, note)
+                return ChatResult("info", f"saved take {take.name} at tick {take.tick}")
+            if op == "back":
+                branch = await self.takes.back(str(arg))
+                return ChatResult("info", f"back to take {arg}: now on line {branch.name}; the old line is kept")
+            takes = await self.takes.list()
+            if not takes:
+                return ChatResult("info", "no takes yet: !take save <name>")
+            return ChatResult("info", "takes: " + ", ".join(t.name for t in takes[-15:]))
+        except EngineError as error:
+            return ChatResult("refused", str(error))
 
     def _cast(self, message: ChatMessage, command: Command) -> ChatResult:
         try:

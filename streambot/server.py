@@ -10,6 +10,9 @@ Routes (every method other than GET/HEAD needs ``Authorization: Bearer TOKEN``):
 - ``POST /api/events``       a direction event from the streamer (JSON); 200 applied,
                              409 refused, 400 invalid
 - ``GET  /api/frame.png``    the newest frame
+- ``GET  /api/takes``        the takes and the current line
+- ``POST /api/takes``        ``{name, note}``: save a take of the world as it is now
+- ``POST /api/takes/{name}/back``  go back to a take, on a new line (the old one stays)
 - ``GET  /metrics``          Prometheus text format
 - ``POST /whep``, ``DELETE /whep/{session}``  WebRTC playback (WHEP)
 """
@@ -28,6 +31,7 @@ from aiohttp import web
 from PIL import Image
 from pydantic import ValidationError
 
+from engine.errors import EngineError
 from engine.events import DirectionEvent, Role, Source
 
 from . import metrics
@@ -116,6 +120,31 @@ async def events(request: web.Request) -> web.Response:
     return web.json_response(result.to_dict(), status=200 if result.status == "applied" else 409)
 
 
+async def takes(request: web.Request) -> web.Response:
+    desk = _app(request).takes
+    line = await desk.line()
+    return web.json_response({"line": line.name, "takes": [t.to_dict() for t in await desk.list()]})
+
+
+async def save_take(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        return _error(400, 'expected {"name": str, "note": str}')
+    try:
+        take = await _app(request).takes.save(body["name"], str(body.get("note", ""))[:200])
+    except EngineError as error:
+        return _error(409, str(error))
+    return web.json_response(take.to_dict(), status=201)
+
+
+async def back_to_take(request: web.Request) -> web.Response:
+    try:
+        branch = await _app(request).takes.back(request.match_info["name"])
+    except EngineError as error:
+        return _error(404 if "no take" in str(error) else 409, str(error))
+    return web.json_response({"line": branch.name, "tick": branch.fork_tick})
+
+
 async def frame_png(request: web.Request) -> web.Response:
     frame = _app(request).loop.frames.latest()
     if frame is None:
@@ -145,6 +174,9 @@ def make_web_app(app: App) -> web.Application:
         web.post("/api/chat", chat),
         web.post("/api/events", events),
         web.get("/api/frame.png", frame_png),
+        web.get("/api/takes", takes),
+        web.post("/api/takes", save_take),
+        web.post("/api/takes/{name}/back", back_to_take),
         web.get("/metrics", metrics_page),
         web.static("/overlays", OVERLAYS),
     ])

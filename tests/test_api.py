@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,9 +18,10 @@ from streambot.config import parse_config
 TOKEN = "test-token-0123456789abcdef"
 
 
-def small_config(**chat):
+def small_config(store: Path, **chat):
     return parse_config({
         "server": {"port": 0, "token": TOKEN},
+        "store": {"path": str(store)},
         "video": {"width": 320, "height": 180, "fps": 30},
         "outputs": {"mpegts": {"enabled": False}},
         "chat": {"vote_window": 0.6, **chat},
@@ -28,8 +30,8 @@ def small_config(**chat):
 
 
 @pytest_asyncio.fixture
-async def app():
-    async with App(small_config()) as running:
+async def app(tmp_path):
+    async with App(small_config(tmp_path / "world.db")) as running:
         yield running
 
 
@@ -163,8 +165,8 @@ async def test_chat_flood_never_stops_the_frames(app, http) -> None:
 
 
 @pytest.mark.asyncio
-async def test_democracy_majority_wins(http) -> None:
-    async with App(small_config(mode="democracy")) as app:
+async def test_democracy_majority_wins(http, tmp_path) -> None:
+    async with App(small_config(tmp_path / "world.db", mode="democracy")) as app:
         for user, text in (("a", "!weather snow"), ("b", "!weather snow"), ("c", "!weather rain")):
             result = await say(http, app, text, user=user)
             assert result["status"] == "voted", result
@@ -175,3 +177,26 @@ async def test_democracy_majority_wins(http) -> None:
         assert (await state(http, app))["env"]["weather"] == "snow"
         # A moderator directs directly even in democracy.
         assert (await say(http, app, "!weather fog", role="moderator", user="mod"))["status"] == "applied"
+
+
+@pytest.mark.asyncio
+async def test_recording_while_live_has_video_and_an_event_sidecar(http, tmp_path) -> None:
+    import json as _json
+
+    import av
+
+    config = small_config(tmp_path / "world.db")
+    record = config.outputs.record.model_copy(update={"enabled": True, "directory": tmp_path / "rec"})
+    config = config.model_copy(update={"outputs": config.outputs.model_copy(update={"record": record})})
+    async with App(config) as app:
+        await asyncio.sleep(0.5)
+        assert (await say(http, app, "!jump", user="Ada"))["status"] == "applied"
+        assert (await say(http, app, "!weather snow", user="kim"))["status"] == "applied"
+        await asyncio.sleep(0.5)
+    videos = sorted((tmp_path / "rec").glob("*.mp4"))
+    assert videos
+    with av.open(str(videos[0])) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) > 15 and (frames[0].width, frames[0].height) == (320, 180)
+    lines = [_json.loads(line) for line in videos[0].with_suffix(".events.jsonl").read_text().splitlines()]
+    assert [(e["user"], e["command"]) for e in lines] == [("Ada", "!act Ada jump"), ("kim", "!weather snow")]

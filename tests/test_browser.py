@@ -409,6 +409,7 @@ def start_product(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
         "video: {width: 640, height: 360, fps: 30}\n"
         "outputs: {mpegts: {enabled: false}}\n"
         "scene: {time_of_day: 12, characters: [{name: Ada, x: 14}, {name: Mochi, kind: cat, x: 17}]}\n"
+        f"store: {{path: {tmp_path / 'world.db'}}}\n"
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "streambot", "run", "-c", str(config), "--port", "0", "--token", TOKEN, "--no-stdin", *extra],

@@ -14,9 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_runs_offline_and_stops_on_sigint() -> None:
+def test_demo_runs_offline_and_stops_on_sigint(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "streambot", "demo", "--port", "0", "--no-stdin"],
+        [sys.executable, "-m", "streambot", "demo", "--port", "0", "--no-stdin", "--store", str(tmp_path / "demo.db")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
     )
     lines = []
