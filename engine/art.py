@@ -187,11 +187,15 @@ class Canvas:
         hw, hh = abs(x1 - x0) / 2 * self.k * abs(self.sx), abs(y1 - y0) / 2 * self.k * self.sy
         box = [cx - hw, cy - hh, cx + hw, cy + hh]
         rad = max(1, int(min(r * self.k, hw, hh)))
-        self.draw.rounded_rectangle(box, rad, fill=fill + (255,), outline=line_of(fill) + (255,) if line else None,
-                                    width=self.ow)
+        # A tiny box (a hat brim on a far, spinning character) cannot hold a full
+        # outline: Pillow refuses an outline wider than the box.
+        width = min(self.ow, int(min(hw, hh)))
+        outline = line and width > 0
+        self.draw.rounded_rectangle(box, rad, fill=fill + (255,), outline=line_of(fill) + (255,) if outline else None,
+                                    width=max(width, 0))
         if pattern:
-            self._pattern(lambda d: d.rounded_rectangle(box, rad, fill=255, outline=0 if line else None,
-                                                        width=self.ow), pattern)
+            self._pattern(lambda d: d.rounded_rectangle(box, rad, fill=255, outline=0 if outline else None,
+                                                        width=max(width, 0)), pattern)
 
     def capsule(self, x0: float, y0: float, x1: float, y1: float, r: float, fill: RGB, line: bool = True) -> None:
         a, b = self.p(x0, y0), self.p(x1, y1)

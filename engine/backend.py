@@ -45,3 +45,20 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device(requested)
     except RuntimeError as exc:
         raise BackendError(f"unknown device {requested!r}: {exc}") from None
+
+
+BACKENDS = ("deterministic", "neural")
+
+
+def make_backend(name: str, width: int, height: int, device: str = "auto", seed: int = 0,
+                 checkpoint: str | None = None, steps: int | None = None) -> Backend:
+    """Build a backend by its config name."""
+    if name == "deterministic":
+        from .render import TorchRenderer
+
+        return TorchRenderer(width, height, device=device, seed=seed)
+    if name == "neural":
+        from .model.backend import NeuralBackend
+
+        return NeuralBackend(width, height, device=device, checkpoint_path=checkpoint, steps=steps, seed=seed)
+    raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")

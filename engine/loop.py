@@ -184,6 +184,7 @@ class FrameLoop:
             self._inbox.clear()
         applied: list[str] = []
         arrivals: list[tuple[str, float]] = []
+        actions: list = []
         for item in batch:
             if item.call is not None:
                 self._run_call(item)
@@ -197,12 +198,14 @@ class FrameLoop:
             if outcome.applied:
                 applied.append(outcome.event.id)
                 arrivals.append((outcome.event.id, item.submitted))
+                actions.append(outcome.event.action)
                 if self.journal is not None:
                     # Acknowledged by the journal once the event is on disk.
                     self.journal.append(outcome.event, item.future, outcome)
                     continue
             item.future.set_result(outcome)
         simulation.step(self.world)
+        self._note(actions)
         if self.journal is not None:
             self.journal.after_tick(self.world)
         self.stats.ticks += 1
@@ -224,6 +227,18 @@ class FrameLoop:
         if self._on_applied is not None:
             self._on_applied(stamped)
         return Outcome(stamped, True)
+
+    def _note(self, actions: list) -> None:
+        # A learned backend conditions on the tick's events; the renderer needs only the world.
+        note = getattr(self.backend, "note_events", None)
+        if note is not None:
+            note(actions)
+
+    def replace_backend(self, backend: Backend) -> Backend:
+        """Swap the frame backend between two ticks; the world is untouched.
+        Only from the loop thread (inside ``call``). Returns the old one."""
+        old, self.backend = self.backend, backend
+        return old
 
     def replace_world(self, world: World) -> None:
         """Swap in another world (a take gone back to, a rollback after a failed
@@ -286,12 +301,10 @@ class FrameLoop:
             raise RuntimeError("run_ticks is for a stopped loop")
         frames = []
         for _ in range(ticks):
-            applied = [
-                outcome.event.id
-                for outcome in map(self._apply, events_by_tick.get(self.world.tick, []))
-                if outcome.applied
-            ]
+            outcomes = [self._apply(event) for event in events_by_tick.get(self.world.tick, [])]
+            applied = [o.event.id for o in outcomes if o.applied]
             simulation.step(self.world)
+            self._note([o.event.action for o in outcomes if o.applied])
             self._seq += 1
             frame = Frame(seq=self._seq, tick=self.world.tick, planar=self.backend.render(self.world), events=tuple(applied))
             frames.append(frame)

@@ -12,6 +12,11 @@ work is layered by how often its inputs change:
   in place on their own boxes only, weather as a ``max`` with a scrolled tile,
   then tags and bubbles.
 
+The text layer (tags, bubbles, Zz) can be left out (``overlays=False``) and
+drawn later onto any frame (``draw_overlays``), e.g. one a learned model made;
+``view_of`` and ``entity_spots`` give the placement of everything without
+drawing it.
+
 Everything is a pure function of the world and the renderer's settings: no
 global RNG, pseudo-randomness comes from fixed seeds and ``stable_seed``.
 """
@@ -46,6 +51,150 @@ def ground_y(h: int, depth: float) -> float:
 
 def depth_scale(depth: float) -> float:
     return 1.0 - DEPTH_SHRINK * min(1.0, max(0.0, depth))
+
+
+# -- where things go on screen -------------------------------------------------------
+
+POP_SECONDS = 0.4
+
+# A character's body around its feet, in art units, facing right: (left, right,
+# bottom) measured from the sprites over every action; the top is ``art.HEIGHT``.
+BODY_SPAN = {"human": (-0.32, 0.38, -0.07), "cat": (-0.6, 0.56, -0.08), "dog": (-0.42, 0.62, -0.1),
+             "robot": (-0.32, 0.38, -0.08), "ghost": (-0.42, 0.44, -0.03), "dragon": (-0.9, 0.52, -0.12),
+             "frog": (-0.32, 0.36, -0.05)}
+LYING_SPAN = (-1.22, 0.08, 0.0, 0.5)  # a sleeping human or robot: (left, right, bottom, top)
+HAT_RISE = 0.15  # what a hat adds on top, in art units
+
+
+@dataclass(frozen=True)
+class View:
+    """The camera transform for a ``width`` x ``height`` picture.
+
+    ``ppu``: pixels per world unit across; ``unit``: pixels per art unit (equal
+    at 16:9); ``cam_px``: the camera's x in pixels, already moved by the sideways
+    shake ``jx``; the finished picture is moved down by ``jy`` rows.
+    """
+
+    width: int
+    height: int
+    ppu: float
+    unit: float
+    cam_px: float
+    jx: int = 0
+    jy: int = 0
+
+    def screen_x(self, x: float) -> int:
+        return int(round(x * self.ppu - self.cam_px + self.width / 2))
+
+
+def view_of(world: World, width: int, height: int) -> View:
+    cam = world.camera
+    zoom = min(8.0, max(0.25, float(cam.zoom)))
+    ppu = width * zoom / catalog.VIEW_WIDTH
+    unit = height * zoom / 9.0
+    cam_px = float(cam.x) * ppu
+    jx = jy = 0
+    if world.tick < cam.shake_until_tick:
+        s = stable_seed(world.seed, "shake", world.tick)
+        amp = height * 0.012
+        jx = int(round(((s & 0xFFFF) / 0xFFFF - 0.5) * 2 * amp))
+        jy = int(round((((s >> 16) & 0xFFFF) / 0xFFFF - 0.5) * 2 * amp))
+        cam_px -= jx
+    return View(width, height, ppu, unit, cam_px, jx, jy)
+
+
+@dataclass(frozen=True)
+class Spot:
+    """Where a character is drawn this frame, before the vertical shake: its feet
+    at pixel (x, y) (lifted by jumps, flight and bob), ``unit`` pixels per art
+    unit (size, depth, zoom and pop-in), in ``pose``."""
+
+    entity: Entity
+    kind: str  # the kind as drawn (unknown kinds draw as humans)
+    x: int
+    y: int
+    unit: int
+    pose: art.Pose
+    depth: float
+
+
+def entity_spot(world: World, e: Entity, view: View) -> Spot | None:
+    """None when the character is off screen (or not popped in yet)."""
+    hz = max(1, world.tick_hz)
+    kind = e.kind if e.kind in art.DRAW else "human"
+    ds = depth_scale(e.depth)
+    pop = _pop(world.tick - e.spawn_tick, hz)
+    if pop <= 0:
+        return None
+    size = min(2.0, max(0.3, float(e.identity.size)))
+    u_px = max(6, int(round(view.unit * ds * size * pop)))
+    sx = view.screen_x(e.x)
+    if sx + 1.2 * u_px < 0 or sx - 1.2 * u_px > view.width:
+        return None
+    age = max(0, world.tick - e.action_tick) / hz
+    pose, bob = art.pose_for(kind, e.action, age, e.id)
+    gy = ground_y(view.height, e.depth)
+    y = gy - max(0.0, float(e.y)) * view.unit * ds - bob * u_px
+    return Spot(e, kind, sx, int(round(y)), u_px, pose, e.depth)
+
+
+def entity_spots(world: World, view: View) -> list[Spot]:
+    """Every visible character, far to near (the order they are drawn in)."""
+    spots = [s for s in (entity_spot(world, e, view) for e in world.entities.values()) if s is not None]
+    spots.sort(key=lambda s: (-s.depth, s.entity.id))
+    return spots
+
+
+def body_extent(spot: Spot) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1): the pixels a character's body (and hat) covers, roughly,
+    before the vertical shake."""
+    e, u = spot.entity, spot.unit
+    if spot.pose.lying:  # turned a quarter, the head (and hat) toward the back
+        left, right, bottom, top = LYING_SPAN
+        if e.identity.hat != "none":
+            left -= 2 * HAT_RISE
+    else:
+        left, right, bottom = BODY_SPAN.get(spot.kind, BODY_SPAN["human"])
+        top = art.HEIGHT[spot.kind] + (HAT_RISE if e.identity.hat != "none" else 0.0)
+        if spot.pose.sit:
+            top -= 0.15
+    if e.facing < 0:
+        left, right = -right, -left
+    return spot.x + left * u, spot.y - top * u, spot.x + right * u, spot.y - bottom * u
+
+
+def prop_spot(p: Prop, view: View) -> tuple[int, int, int] | None:
+    """(x, y, unit) of a prop's base in pixels, or None when off screen or unknown."""
+    if p.kind not in art.PROP_BOX:
+        return None
+    ds = depth_scale(p.depth)
+    u_px = max(4, int(round(view.unit * ds * max(0.1, p.scale))))
+    sx = view.screen_x(p.x)
+    half = art.PROP_BOX[p.kind][0] * u_px
+    if sx + half < 0 or sx - half > view.width:
+        return None
+    return sx, int(round(ground_y(view.height, p.depth))), u_px
+
+
+def lightning(seed: int, storm: float, secs: float) -> tuple[float, float, float] | None:
+    """A storm's flash at ``secs``: (strength 0..1, bolt column as a fraction of
+    the width, bolt shape), or None. Each 2.5 s window may hold one flash, chosen
+    by hashing the window index with the world seed."""
+    if storm < 0.3:
+        return None
+    window = int(secs // 2.5)
+    g = random.Random(stable_seed(seed, "lightning", window))
+    if g.random() > storm * 0.55:
+        return None
+    start = window * 2.5 + g.uniform(0.0, 2.0)
+    age = secs - start
+    if not 0 <= age < 0.35:
+        return None
+    k = (1.0 if age < 0.06 else 0.35 if age < 0.12 else 0.8 if age < 0.18 else 0.25 * (0.35 - age) / 0.17)
+    if k <= 0:
+        return None
+    where = 0.1 + 0.8 * g.random()
+    return k, where, g.random()
 
 
 # -- lighting --------------------------------------------------------------------
@@ -734,7 +883,6 @@ def _size(v: Any) -> int:
 
 
 SHADOW_W = {"human": 0.5, "cat": 0.7, "dog": 0.75, "robot": 0.5, "ghost": 0.45, "dragon": 0.75, "frog": 0.62}
-POP_SECONDS = 0.4
 Z_COLOUR = (220, 232, 255)
 
 
@@ -762,7 +910,7 @@ class TorchRenderer:
     name = "deterministic"
 
     def __init__(self, width: int = 1280, height: int = 720, device: str = "auto", seed: int = 0,
-                 cache_mb: int = 160) -> None:
+                 cache_mb: int = 160, overlays: bool = True) -> None:
         if width % 2 or height % 2 or width < 256 or height < 144:
             raise BackendError(f"frame size must be even and at least 256x144, got {width}x{height}")
         self.width, self.height = int(width), int(height)
@@ -776,6 +924,7 @@ class TorchRenderer:
         self._tiles: dict[Any, list[_Tile]] = {}
         self.tag_size = max(9, round(self.height * 0.0235))
         self.bubble_size = max(9, round(self.height * 0.025))
+        self.overlays = overlays  # False: no text layer (see ``draw_overlays``)
 
     def close(self) -> None:
         self._sprites = _LRU(self._sprites.budget)
@@ -808,28 +957,12 @@ class TorchRenderer:
     # -- the frame
 
     def render(self, world: World) -> torch.Tensor:
-        W, H = self.width, self.height
         key, light = self._lighting(world)
         hz = max(1, world.tick_hz)
         secs = world.tick / hz
-        cam = world.camera
-        zoom = min(8.0, max(0.25, float(cam.zoom)))
-        ppu = W * zoom / catalog.VIEW_WIDTH  # pixels per world unit across
-        unit = H * zoom / 9.0  # pixels per art unit (equal to ppu at 16:9)
-        cam_px = float(cam.x) * ppu
-        jx = jy = 0
-        if world.tick < cam.shake_until_tick:
-            s = stable_seed(world.seed, "shake", world.tick)
-            amp = H * 0.012
-            jx = int(round(((s & 0xFFFF) / 0xFFFF - 0.5) * 2 * amp))
-            jy = int(round((((s >> 16) & 0xFFFF) / 0xFFFF - 0.5) * 2 * amp))
-            cam_px -= jx
-
-        def screen_x(x: float) -> int:
-            return int(round(x * ppu - cam_px + W / 2))
-
-        items = self._place(world, light, unit, screen_x)
-        frame = self._background(world, light, key, items, cam_px, secs).clone()
+        view = view_of(world, self.width, self.height)
+        items = self._place(world, light, view)
+        frame = self._background(world, light, key, items, view.cam_px, secs).clone()
         tint = light.tint
         ctint = light.char_tint()
         fog_c = torch.tensor(light.fog_colour, device=self.device).view(3, 1, 1)
@@ -847,27 +980,62 @@ class TorchRenderer:
                 art.blit(frame, it.glow, it.x, it.y)
         self._weather(frame, light, secs)
         self._lightning(frame, world, light, secs)
-        self._overlays(frame, world, items)
-        if jy:
-            frame = _shift_rows(frame, jy)
+        if self.overlays:
+            self._overlays(frame, world, [it for it in items if it.entity is not None])
+        if view.jy:
+            frame = _shift_rows(frame, view.jy)
         return frame.cpu() if frame.device.type != "cpu" else frame
+
+    def draw_overlays(self, frame: torch.Tensor, world: World) -> None:
+        """Draw the text layer (name tags, speech bubbles, Zz) in place onto a
+        (3, H, W) uint8 CPU frame of this renderer's size, as ``render`` would:
+        a frame from ``render`` with ``overlays=False`` then matches one with
+        overlays byte for byte. No character is rasterised."""
+        if frame.dtype != torch.uint8 or tuple(frame.shape) != (3, self.height, self.width):
+            raise BackendError(f"overlays need a (3, {self.height}, {self.width}) uint8 frame, "
+                               f"got {tuple(frame.shape)} {frame.dtype}")
+        view = view_of(world, self.width, self.height)
+        spots = entity_spots(world, view)
+        if not spots:
+            return
+        work = frame if frame.device == self.device else frame.to(self.device)
+        if view.jy:
+            # ``render`` draws text before the shake moves the rows (repeating the
+            # edge row). Blending is per pixel, so moving the rows back, drawing
+            # and moving them again gives the same bytes: every row that survives
+            # the second move is one that the first move restored exactly.
+            work = _shift_rows(work, -view.jy)
+            self._overlays(work, world, spots)
+            work = _shift_rows(work, view.jy)
+        else:
+            self._overlays(work, world, spots)
+        if work is not frame:
+            frame.copy_(work)
+
+    def entity_boxes(self, world: World) -> list[tuple[int, int, int, int, int]]:
+        """(entity id, x0, y0, x1, y1) of each visible character's body in this
+        renderer's pixels (x1, y1 exclusive), far to near, clipped to the frame;
+        approximate (a box around the body and hat over every pose), for metrics."""
+        view = view_of(world, self.width, self.height)
+        boxes = []
+        for spot in entity_spots(world, view):
+            fx0, fy0, fx1, fy1 = body_extent(spot)
+            x0, x1 = max(0, math.floor(fx0)), min(self.width, math.ceil(fx1))
+            y0, y1 = max(0, math.floor(fy0) + view.jy), min(self.height, math.ceil(fy1) + view.jy)
+            if x0 < x1 and y0 < y1:
+                boxes.append((spot.entity.id, x0, y0, x1, y1))
+        return boxes
 
     # -- placing things
 
-    def _place(self, world: World, light: Light, unit: float, screen_x: Callable[[float], int]) -> list[_Placed]:
-        W, H = self.width, self.height
-        hz = max(1, world.tick_hz)
+    def _place(self, world: World, light: Light, view: View) -> list[_Placed]:
         night_q = round(light.night * 4) / 4
         items: list[_Placed] = []
         for p in world.layout.props:
-            if p.kind not in art.PROP_BOX:
+            where = prop_spot(p, view)
+            if where is None:
                 continue
-            ds = depth_scale(p.depth)
-            u_px = max(4, int(round(unit * ds * max(0.1, p.scale))))
-            sx = screen_x(p.x)
-            half = art.PROP_BOX[p.kind][0] * u_px
-            if sx + half < 0 or sx - half > W:
-                continue
+            sx, gy, u_px = where
             variant = stable_seed("prop", p.id, p.kind)
             body, glow = self._sprites.get(("prop", p.kind, variant, u_px),
                                            lambda: art.prop_sprites(p.kind, variant, u_px, self.device))
@@ -876,28 +1044,17 @@ class TorchRenderer:
                                          lambda: _faded(glow, night_q))
             else:
                 glow = None
-            items.append(_Placed(p.depth, (0, p.id), sx, int(round(ground_y(H, p.depth))), body, prop=p,
+            items.append(_Placed(p.depth, (0, p.id), sx, gy, body, prop=p,
                                  glow=glow, key=(p.kind, variant, u_px, night_q if glow is not None else 0)))
         for e in world.entities.values():
-            kind = e.kind if e.kind in art.DRAW else "human"
-            ds = depth_scale(e.depth)
-            pop = _pop(world.tick - e.spawn_tick, hz)
-            if pop <= 0:
+            spot = entity_spot(world, e, view)
+            if spot is None:
                 continue
-            size = min(2.0, max(0.3, float(e.identity.size)))
-            u_px = max(6, int(round(unit * ds * size * pop)))
-            sx = screen_x(e.x)
-            if sx + 1.2 * u_px < 0 or sx - 1.2 * u_px > W:
-                continue
-            age = max(0, world.tick - e.action_tick) / hz
-            pose, bob = art.pose_for(kind, e.action, age, e.id)
             facing = -1 if e.facing < 0 else 1
-            look = art.look_of(kind, e.identity)
-            sprite = self._sprites.get(("char", look, pose, u_px, facing),
-                                       lambda: art.character_sprite(look, pose, u_px, facing, self.device))
-            gy = ground_y(H, e.depth)
-            y = gy - max(0.0, float(e.y)) * unit * ds - bob * u_px
-            items.append(_Placed(e.depth, (1, e.id), sx, int(round(y)), sprite, entity=e, unit=u_px))
+            look = art.look_of(spot.kind, e.identity)
+            sprite = self._sprites.get(("char", look, spot.pose, spot.unit, facing),
+                                       lambda: art.character_sprite(look, spot.pose, spot.unit, facing, self.device))
+            items.append(_Placed(e.depth, (1, e.id), spot.x, spot.y, sprite, entity=e, unit=spot.unit))
         # far to near; at equal depth props first, then entities by id
         items.sort(key=lambda it: (-it.depth, it.order))
         return items
@@ -993,23 +1150,12 @@ class TorchRenderer:
         return tiles
 
     def _lightning(self, frame: torch.Tensor, world: World, light: Light, secs: float) -> None:
-        """Occasional flashes in a storm: each 2.5 s window may hold one, chosen
-        by hashing the window index with the world seed."""
-        if light.storm < 0.3:
+        """Occasional flashes in a storm (see ``lightning``)."""
+        flash = lightning(world.seed, light.storm, secs)
+        if flash is None:
             return
-        window = int(secs // 2.5)
-        g = random.Random(stable_seed(world.seed, "lightning", window))
-        if g.random() > light.storm * 0.55:
-            return
-        start = window * 2.5 + g.uniform(0.0, 2.0)
-        age = secs - start
-        if not 0 <= age < 0.35:
-            return
-        k = (1.0 if age < 0.06 else 0.35 if age < 0.12 else 0.8 if age < 0.18 else 0.25 * (0.35 - age) / 0.17)
-        if k <= 0:
-            return
-        bolt_x = int(self.width * (0.1 + 0.8 * g.random()))
-        shape = g.random()
+        k, where, shape = flash
+        bolt_x = int(self.width * where)
         bolt = self._sprites.get(("bolt", shape), lambda: _bolt(self.height, shape, self.device))
         art.blit(frame, bolt, bolt_x, 0)
         acc = frame.float()
@@ -1018,14 +1164,15 @@ class TorchRenderer:
 
     # -- tags, bubbles, Zz
 
-    def _overlays(self, frame: torch.Tensor, world: World, items: list[_Placed]) -> None:
+    def _overlays(self, frame: torch.Tensor, world: World, items: list[_Placed] | list[Spot]) -> None:
+        """``items``: the characters drawn, far to near (anything with ``entity``,
+        ``x``, ``y`` and ``unit``: no sprite is needed)."""
         W = self.width
         hz = max(1, world.tick_hz)
         tags: list[list] = []  # [item, sprite, x, y]: y is the tag's bottom row
         for it in items:
             e = it.entity
-            if e is None:
-                continue
+            assert e is not None
             kind = e.kind if e.kind in art.HEIGHT else "human"
             lying = e.action == "sleep" and kind in ("human", "robot")
             top = 0.5 if lying else art.HEIGHT[kind] + (0.2 if e.identity.hat != "none" else 0.04)
@@ -1074,7 +1221,7 @@ class TorchRenderer:
         placed.append((x - sp.ax, y - sp.ay, x - sp.ax + sp.w, y - sp.ay + sp.h))
         return y
 
-    def _zz(self, frame: torch.Tensor, it: _Placed, head_y: int, age: float) -> None:
+    def _zz(self, frame: torch.Tensor, it: _Placed | Spot, head_y: int, age: float) -> None:
         facing = -1 if it.entity is not None and it.entity.facing < 0 else 1
         for i in range(3):
             ph = (age * 0.45 + i / 3) % 1.0

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from engine.frames import FrameSource
 from engine.loop import FrameLoop
-from engine.render import TorchRenderer
+from engine.backend import Backend, make_backend
 from engine.store import Journal, Store
 from engine.world import pack, unpack
 
@@ -46,7 +46,7 @@ class App:
         self.store = Store.open(config.store.path, config.scene, video.fps)
         world = self.store.restore()
         self.journal = Journal(self.store, config.store.snapshot_seconds, on_failure=self._journal_failed)
-        backend = TorchRenderer(video.width, video.height, device=video.device, seed=self.store.scene.seed)
+        backend = self._backend(video.backend, video.steps)
         frames = FrameSource()
         self.recorder = (
             Recorder(
@@ -96,7 +96,8 @@ class App:
             "mode": self.director.mode,
             "votes": self.director.votes.status(),
             "recent": list(self.director.recent)[-20:],
-            "video": {"width": self.config.video.width, "height": self.config.video.height, "fps": self.loop.fps},
+            "video": {"width": self.config.video.width, "height": self.config.video.height, "fps": self.loop.fps,
+                      "backend": self.loop.backend.name},
             "stats": {"frames": stats.frames, "dropped": stats.dropped, "late": stats.late},
         }
 
@@ -149,6 +150,19 @@ class App:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _backend(self, name: str, steps: int | None) -> Backend:
+        video = self.config.video
+        return make_backend(name, video.width, video.height, video.device, self.store.scene.seed,
+                            str(video.checkpoint) if video.checkpoint else None, steps)
+
+    async def switch_backend(self, name: str, steps: int | None = None) -> str:
+        """Change what draws the frames, live. The world is untouched: only the
+        backend is swapped between two ticks; loading happens off the loop."""
+        backend = await asyncio.to_thread(self._backend, name, steps or self.config.video.steps)
+        old = await asyncio.wrap_future(self.loop.call(lambda _: self.loop.replace_backend(backend)))
+        await asyncio.to_thread(old.close)
+        return backend.name
 
     def _journal_failed(self, error: Exception) -> None:
         """The store could not take a write (disk full, I/O error): undo what was

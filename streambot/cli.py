@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -62,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--store", type=Path, help="override store.path")
     for p in (replay, export):
         p.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the config's video size)")
+
+    train = sub.add_parser("train", help="train the world model on sessions the engine plays and renders itself")
+    train.add_argument("-o", "--out", type=Path, help="checkpoint to write (default: the shipped one)")
+    train.add_argument("--sessions", type=int, default=16, help="random sessions to play (default 16)")
+    train.add_argument("--ticks", type=int, default=400, help="ticks per session (default 400)")
+    train.add_argument("--ae-minutes", type=float, default=10.0, help="time for the autoencoder stage")
+    train.add_argument("--dynamics-minutes", type=float, default=15.0, help="time for the dynamics stage")
+    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     return parser
 
 
@@ -112,6 +122,21 @@ def _studio(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from engine.model.train import TrainConfig, train
+
+    cfg = TrainConfig(sessions=args.sessions, ticks=args.ticks, seed=args.seed, ae_minutes=args.ae_minutes,
+                      dynamics_minutes=args.dynamics_minutes, resume=not args.fresh)
+    if args.out is not None:
+        cfg.out = args.out
+    if args.fresh:
+        for leftover in (cfg.out.with_name(cfg.out.name + ".log.jsonl"), cfg.out.with_name(cfg.out.name + ".train.pt")):
+            leftover.unlink(missing_ok=True)
+    last = train(cfg)
+    print(f"wrote {cfg.out}: {json.dumps(last)}")
+    return 0
+
+
 def _when(timestamp: float) -> str:
     import datetime
 
@@ -148,10 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = load_config(args.config)
+        config = load_config(args.config) if hasattr(args, "config") else None
         if args.command == "check-config":
             print(f"{args.config}: ok")
             return 0
+        if args.command == "train":
+            return _train(args)
         if args.command in ("takes", "replay", "export"):
             if args.store:
                 config = config.model_copy(update={"store": config.store.model_copy(update={"path": args.store})})

@@ -42,8 +42,12 @@ class VideoConfig(_Section):
     width: int = Field(default=1280, ge=256, le=3840)
     height: int = Field(default=720, ge=144, le=2160)
     fps: int = Field(default=30, ge=1, le=120)
-    backend: Literal["deterministic"] = "deterministic"
+    backend: Literal["deterministic", "neural"] = "deterministic"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # The learned backend: its checkpoint (default: the one shipped) and sampling
+    # steps per frame (1 is fastest; up to 4 refine the picture).
+    checkpoint: Path | None = None
+    steps: int = Field(default=1, ge=1, le=4)
 
     @model_validator(mode="after")
     def _even(self) -> VideoConfig:

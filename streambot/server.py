@@ -10,6 +10,7 @@ Routes (every method other than GET/HEAD needs ``Authorization: Bearer TOKEN``):
 - ``POST /api/events``       a direction event from the streamer (JSON); 200 applied,
                              409 refused, 400 invalid
 - ``GET  /api/frame.png``    the newest frame
+- ``POST /api/backend``      ``{backend, steps}``: switch what draws the frames, live
 - ``GET  /api/takes``        the takes and the current line
 - ``POST /api/takes``        ``{name, note}``: save a take of the world as it is now
 - ``POST /api/takes/{name}/back``  go back to a take, on a new line (the old one stays)
@@ -31,6 +32,7 @@ from aiohttp import web
 from PIL import Image
 from pydantic import ValidationError
 
+from engine.backend import BACKENDS
 from engine.errors import EngineError
 from engine.events import DirectionEvent, Role, Source
 
@@ -145,6 +147,20 @@ async def back_to_take(request: web.Request) -> web.Response:
     return web.json_response({"line": branch.name, "tick": branch.fork_tick})
 
 
+async def backend(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    if not isinstance(body, dict) or body.get("backend") not in BACKENDS:
+        return _error(400, f'expected {{"backend": one of {", ".join(BACKENDS)}, "steps": 1-4}}')
+    steps = body.get("steps")
+    if steps is not None and (not isinstance(steps, int) or not 1 <= steps <= 4):
+        return _error(400, "steps must be 1 to 4")
+    try:
+        name = await _app(request).switch_backend(body["backend"], steps)
+    except EngineError as error:
+        return _error(409, str(error))
+    return web.json_response({"backend": name})
+
+
 async def frame_png(request: web.Request) -> web.Response:
     frame = _app(request).loop.frames.latest()
     if frame is None:
@@ -174,6 +190,7 @@ def make_web_app(app: App) -> web.Application:
         web.post("/api/chat", chat),
         web.post("/api/events", events),
         web.get("/api/frame.png", frame_png),
+        web.post("/api/backend", backend),
         web.get("/api/takes", takes),
         web.post("/api/takes", save_take),
         web.post("/api/takes/{name}/back", back_to_take),

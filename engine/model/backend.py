@@ -1,0 +1,102 @@
+"""The ``neural`` frame backend: the learned world model generates the stream.
+
+Each frame: the explicit world state is rasterised into the state map, the
+dynamics samples the next latent in ``steps`` steps (1-4) from the rolling KV
+cache, the decoder draws the internal picture (256x144 by default), which is
+upscaled to the output size, and the text layer (name tags, speech bubbles) is
+drawn on top by the deterministic renderer, because no small latent keeps text.
+
+The stream starts (and restarts after a switch, a take gone back to, or any
+jump in time) from a true frame: the deterministic render of the world is
+encoded and becomes the cache's sink. Sampling noise is seeded from the world
+seed and tick, so the same world and events give the same frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..backend import pick_device
+from ..render import TorchRenderer
+from ..world import World, stable_seed
+from . import checkpoint
+from .network import KVCache
+from .state import StateEncoder, event_vector
+
+
+class NeuralBackend:
+    name = "neural"
+
+    def __init__(self, width: int = 1280, height: int = 720, device: str = "auto",
+                 checkpoint_path: str | None = None, steps: int | None = None, seed: int = 0,
+                 overlays: bool = True) -> None:
+        self.width, self.height = width, height
+        self.device = pick_device(device)
+        # bf16 where the hardware does it well (CUDA); float32 on the CPU keeps
+        # frames reproducible bit for bit.
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.model = checkpoint.load(checkpoint_path or checkpoint.SHIPPED, self.device).to(self.dtype)
+        cfg = self.model.cfg
+        self.cfg = cfg
+        self.steps = max(1, min(4, steps or cfg.steps))
+        h, w = cfg.latent_size
+        self.state = StateEncoder(w, h)
+        # The text layer only; quality metrics turn it off to compare pictures alone.
+        self.text = TorchRenderer(width, height, device="cpu", seed=seed) if overlays else None
+        self.truth = TorchRenderer(cfg.width, cfg.height, device="cpu", seed=seed, overlays=False)
+        self.cache = KVCache(cfg.sinks, cfg.context)
+        self.previous: torch.Tensor | None = None
+        self.last_tick: int | None = None
+        self.pending: list = []
+
+    # -- the Backend interface ---------------------------------------------------------
+
+    def note_events(self, actions: list) -> None:
+        """The direction events applied this tick (the frame loop calls this)."""
+        self.pending.extend(actions)
+
+    def reset(self) -> None:
+        self.cache.reset()
+        self.previous = None
+        self.last_tick = None
+
+    @torch.no_grad()
+    def render(self, world: World) -> torch.Tensor:
+        if self.previous is None or self.last_tick is None or not 0 < world.tick - self.last_tick <= 4:
+            self._prime(world)
+        state = self.state(world).to(self.device, self.dtype).unsqueeze(0)
+        events = event_vector(self.pending).to(self.device, self.dtype).unsqueeze(0)
+        self.pending = []
+        generator = torch.Generator(device=self.device).manual_seed(stable_seed(world.seed, "neural", world.tick))
+        latent = self.model.sample(self.previous, state, events, self.cache, self.steps, generator)
+        self.previous = latent
+        self.last_tick = world.tick
+        small = self.model.decoder(latent, state)  # (1, 3, h, w) in [0, 1]
+        frame = self._upscale(small)
+        if self.text is not None:
+            self.text.draw_overlays(frame, world)
+        return frame
+
+    def close(self) -> None:
+        self.reset()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _prime(self, world: World) -> None:
+        """Start from the truth: encode the deterministic picture of the world now."""
+        self.cache.reset()
+        truth = self.truth.render(world).to(self.device, self.dtype).unsqueeze(0) / 255.0
+        latent = self.model.encoder(truth)
+        state = self.state(world).to(self.device, self.dtype).unsqueeze(0)
+        events = torch.zeros(1, self.cfg.event_dims, device=self.device, dtype=self.dtype)
+        clean = torch.ones(1, device=self.device, dtype=self.dtype)
+        _, keys, values = self.model.dynamics.step(latent, latent, state, events, clean, self.cache)
+        self.cache.advance(keys, values)  # the sink: a true frame the stream keeps in view
+        self.previous = latent
+        self.last_tick = world.tick - 1
+
+    def _upscale(self, small: torch.Tensor) -> torch.Tensor:
+        if (small.shape[-1], small.shape[-2]) != (self.width, self.height):
+            small = F.interpolate(small.float(), size=(self.height, self.width), mode="bilinear", align_corners=False)
+        return (small[0].float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu()

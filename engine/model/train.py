@@ -1,0 +1,271 @@
+"""Training the world model on sessions the engine plays and renders itself.
+
+Two stages, each on a time budget:
+
+1. autoencoder: frames to latents and back, the decoder also reading the state
+   map; the loss is weighted toward entities (a full-frame loss lets the sky
+   win and draws every character as a blob).
+2. dynamics: the next latent from the recent ones, the state map and the
+   events. Each frame of a training sequence gets its own noise level (so one
+   step from noise and several refining steps both work), the previous latents
+   get heavy noise (so the model leans on the world state, not on copying), and
+   half the sequences are rolled out on the model's own predictions, which is
+   what a live stream feeds it (training against drift, not only one-step
+   error). The decoder is fine-tuned on predicted latents at the same time.
+
+Progress goes to a progress bar and to ``<checkpoint>.log.jsonl``; the optimiser
+state sits beside the checkpoint in ``<checkpoint>.train.pt`` so a run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import checkpoint
+from .data import Session, generate
+from .network import ModelConfig, WorldModel
+from .state import EVENT_LAYOUT, STATE_LAYOUT
+
+log = logging.getLogger(__name__)
+
+ENTITY_WEIGHT = 12.0  # extra loss weight inside entity boxes
+
+
+@dataclass
+class TrainConfig:
+    out: Path = checkpoint.SHIPPED
+    sessions: int = 16
+    ticks: int = 400  # per session
+    seed: int = 1
+    ae_minutes: float = 10.0
+    dynamics_minutes: float = 15.0
+    ae_batch: int = 12
+    sequence: int = 6  # frames per dynamics training sequence
+    dynamics_batch: int = 6
+    lr: float = 2e-3
+    context_noise: float = 0.5  # max std of the noise put on previous latents
+    resume: bool = True
+    threads: int | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class Data:
+    frames: torch.Tensor  # (N, 3, H, W) uint8
+    states: torch.Tensor  # (N, S, h, w) float16
+    events: torch.Tensor  # (N, E) float32
+    weights: torch.Tensor  # (N, 1, H, W) uint8: 1 inside entity boxes
+    starts: list[int]  # first index of each session
+
+    def sequences(self, length: int) -> list[int]:
+        """Start indices of windows that stay inside one session."""
+        ends = self.starts[1:] + [len(self.frames)]
+        return [i for s, e in zip(self.starts, ends) for i in range(s + 1, e - length + 1)]
+
+
+def build_data(cfg: TrainConfig, progress: bool = True) -> Data:
+    mc = cfg.model
+    h, w = mc.latent_size
+    frames, states, events, weights, starts = [], [], [], [], []
+    count = 0
+    for index in tqdm(range(cfg.sessions), desc="playing sessions", unit="session", disable=not progress):
+        session: Session = generate(cfg.seed * 1000 + index, cfg.ticks, mc.width, mc.height, (w, h))
+        starts.append(count)
+        count += len(session.frames)
+        frames.append(session.frames)
+        states.append(session.states)
+        events.append(session.events)
+        mask = torch.zeros(len(session.frames), 1, mc.height, mc.width, dtype=torch.uint8)
+        for t, boxes in enumerate(session.boxes):
+            for _, x0, y0, x1, y1 in boxes:
+                mask[t, 0, y0:y1, x0:x1] = 1
+        weights.append(mask)
+    return Data(torch.cat(frames), torch.cat(states), torch.cat(events), torch.cat(weights), starts)
+
+
+def weighted(error: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (error * (1.0 + ENTITY_WEIGHT * weight)).mean()
+
+
+def _pixels(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float() / 255.0
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        mc = cfg.model
+        mc.state_layout, mc.event_layout = STATE_LAYOUT, EVENT_LAYOUT
+        mc.state_channels, mc.event_dims = len(STATE_LAYOUT), len(EVENT_LAYOUT)
+        self.model = WorldModel(mc)
+        self.stage = "ae"
+        self.step = 0
+        self.elapsed = {"ae": 0.0, "dynamics": 0.0}
+        self.history: list[dict] = []
+        self.log_every = 25  # steps between loss records (and the first step of each stage)
+        self.ae_opt = torch.optim.AdamW([*self.model.encoder.parameters(), *self.model.decoder.parameters()], lr=cfg.lr)
+        self.dyn_opt = torch.optim.AdamW(
+            [{"params": self.model.dynamics.parameters()},
+             {"params": self.model.decoder.parameters(), "lr": cfg.lr * 0.25}],
+            lr=cfg.lr, weight_decay=0.01,
+        )
+        self.rng = random.Random(cfg.seed)
+        self.log_path = cfg.out.with_name(cfg.out.name + ".log.jsonl")
+        self.state_path = cfg.out.with_name(cfg.out.name + ".train.pt")
+        if cfg.resume and self.state_path.exists() and cfg.out.exists():
+            self._resume()
+
+    # -- persistence ----------------------------------------------------------------
+
+    def _resume(self) -> None:
+        saved = torch.load(self.state_path, weights_only=False)
+        self.model.load_state_dict(checkpoint.load(self.cfg.out).state_dict())
+        self.ae_opt.load_state_dict(saved["ae_opt"])
+        self.dyn_opt.load_state_dict(saved["dyn_opt"])
+        self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
+        log.info("resuming %s at stage %s, step %d", self.cfg.out, self.stage, self.step)
+
+    def save(self) -> None:
+        checkpoint.save(self.model, self.cfg.out, {"trained": json.dumps({
+            "stage": self.stage, "step": self.step, "minutes": {k: round(v / 60, 2) for k, v in self.elapsed.items()},
+            "sessions": self.cfg.sessions, "ticks": self.cfg.ticks, "seed": self.cfg.seed,
+        })})
+        torch.save({"ae_opt": self.ae_opt.state_dict(), "dyn_opt": self.dyn_opt.state_dict(), "stage": self.stage,
+                    "step": self.step, "elapsed": self.elapsed, "train": {k: str(v) for k, v in asdict(self.cfg).items()}},
+                   self.state_path)
+
+    def _log(self, record: dict) -> None:
+        self.history.append(record)
+        with self.log_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # -- stages -------------------------------------------------------------------------
+
+    def run(self, data: Data, progress: bool = True) -> dict:
+        if self.stage == "ae":
+            self._train_ae(data, progress)
+            self.stage, self.step = "dynamics", 0
+            self.save()
+        if self.stage == "dynamics":
+            self._train_dynamics(data, progress)
+            self.stage = "done"
+            self.save()
+        return self.history[-1] if self.history else {}
+
+    def _budget(self, stage: str, minutes: float, progress: bool):
+        total = minutes * 60.0
+        bar = tqdm(total=round(total), desc=stage, unit="s", disable=not progress)
+        bar.update(round(self.elapsed[stage]))
+        return total, bar
+
+    def _train_ae(self, data: Data, progress: bool) -> None:
+        total, bar = self._budget("ae", self.cfg.ae_minutes, progress)
+        model, opt = self.model, self.ae_opt
+        model.train()
+        n = len(data.frames)
+        while self.elapsed["ae"] < total:
+            started = time.perf_counter()
+            index = torch.tensor([self.rng.randrange(n) for _ in range(self.cfg.ae_batch)])
+            frames = _pixels(data.frames[index])
+            state = data.states[index].float()
+            weight = data.weights[index].float()
+            recon = model.decoder(model.encoder(frames), state)
+            loss = weighted((recon - frames).abs() + 4 * (recon - frames) ** 2, weight)
+            self._lr(opt, self.elapsed["ae"] / total)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            self.step += 1
+            spent = time.perf_counter() - started
+            self.elapsed["ae"] += spent
+            bar.update(round(self.elapsed["ae"]) - bar.n)
+            bar.set_postfix(loss=f"{loss.item():.4f}", step=self.step)
+            if self.step == 1 or self.step % self.log_every == 0:
+                self._log({"stage": "ae", "step": self.step, "loss": round(loss.item(), 5), "minutes": round(self.elapsed["ae"] / 60, 2)})
+            if self.step % 200 == 0:
+                self.save()
+        bar.close()
+
+    @torch.no_grad()
+    def _latents(self, data: Data) -> torch.Tensor:
+        self.model.eval()
+        out = [self.model.encoder(_pixels(data.frames[i : i + 64])) for i in range(0, len(data.frames), 64)]
+        self.model.train()
+        return torch.cat(out)
+
+    def _train_dynamics(self, data: Data, progress: bool) -> None:
+        total, bar = self._budget("dynamics", self.cfg.dynamics_minutes, progress)
+        latents = self._latents(data)
+        starts = data.sequences(self.cfg.sequence)
+        model, opt, cfg = self.model, self.dyn_opt, self.cfg
+        L, B = cfg.sequence, cfg.dynamics_batch
+        h, w = cfg.model.latent_size
+        latent_weight = F.adaptive_max_pool2d(data.weights.float(), (h, w))  # entity cells at latent size
+        while self.elapsed["dynamics"] < total:
+            started = time.perf_counter()
+            picks = [self.rng.choice(starts) for _ in range(B)]
+            window = torch.stack([torch.arange(s, s + L) for s in picks])  # (B, L)
+            target = latents[window]  # (B, L, C, h, w)
+            previous = latents[window - 1]
+            state = data.states[window].float()
+            events = data.events[window]
+            lat_w = latent_weight[window]
+            # Heavy noise on the context: the model must read the world state, not copy.
+            sigma = torch.rand(B, L, 1, 1, 1) * cfg.context_noise
+            previous_noisy = (previous + sigma * torch.randn_like(previous)).clamp(-1, 1)
+            tau = torch.where(torch.rand(B, L) < 0.5, torch.zeros(B, L), torch.rand(B, L) * 0.95)
+            noise = torch.randn_like(target)
+            noisy = tau.view(B, L, 1, 1, 1) * target + (1 - tau.view(B, L, 1, 1, 1)) * noise
+            if self.rng.random() < 0.5:
+                # Roll out on its own predictions: what the live stream feeds it.
+                with torch.no_grad():
+                    first = model.dynamics.forward_sequence(noisy, previous_noisy, state, events, tau).clamp(-1, 1)
+                previous_noisy = torch.cat([previous_noisy[:, :1], first[:, :-1]], dim=1)
+            predicted = model.dynamics.forward_sequence(noisy, previous_noisy, state, events, tau)
+            latent_loss = weighted((predicted - target) ** 2, lat_w)
+            # Decode one predicted frame per sequence so the decoder learns what the dynamics draws.
+            last = predicted[:, -1]
+            frames = _pixels(data.frames[window[:, -1]])
+            pixel_loss = weighted((model.decoder(last, state[:, -1]) - frames).abs(), data.weights[window[:, -1]].float())
+            loss = latent_loss + 0.5 * pixel_loss
+            self._lr(opt, self.elapsed["dynamics"] / total)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            self.step += 1
+            self.elapsed["dynamics"] += time.perf_counter() - started
+            bar.update(round(self.elapsed["dynamics"]) - bar.n)
+            bar.set_postfix(latent=f"{latent_loss.item():.4f}", pixel=f"{pixel_loss.item():.4f}", step=self.step)
+            if self.step == 1 or self.step % self.log_every == 0:
+                self._log({"stage": "dynamics", "step": self.step, "latent_loss": round(latent_loss.item(), 5),
+                           "pixel_loss": round(pixel_loss.item(), 5), "minutes": round(self.elapsed["dynamics"] / 60, 2)})
+            if self.step % 100 == 0:
+                self.save()
+        bar.close()
+
+    def _lr(self, opt: torch.optim.Optimizer, progress: float) -> None:
+        # Warm up for the first 3 %, then a cosine down to a tenth.
+        scale = min(1.0, progress / 0.03) if progress < 0.03 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        for group in opt.param_groups:
+            group.setdefault("base_lr", group["lr"])
+            group["lr"] = group["base_lr"] * max(scale, 0.02)
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    trainer = Trainer(cfg)
+    data = build_data(cfg, progress)
+    return trainer.run(data, progress)

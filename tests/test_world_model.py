@@ -1,0 +1,161 @@
+"""The learned world model: the shipped checkpoint, training, the live switch,
+bad checkpoints, and the CUDA path (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine.errors import BackendError
+from engine.events import DirectionEvent, Move, Role, SetWeather, Spawn
+from engine.loop import FrameLoop
+from engine.model import checkpoint
+from engine.model.backend import NeuralBackend
+from engine.model.network import KVCache, ModelConfig, WorldModel
+from engine.model.state import EVENT_LAYOUT, STATE_LAYOUT
+from engine.model.train import TrainConfig, Trainer, build_data
+from engine.scene import CharacterSpec, PropSpec, SceneSpec, build_world
+
+SCENE = SceneSpec(
+    seed=4, props=[PropSpec(kind="tree", x=11), PropSpec(kind="house", x=19)],
+    characters=[CharacterSpec(name="Ada", x=13), CharacterSpec(name="Rex", kind="dog", x=17)],
+)
+W, H = 320, 180
+
+
+def ev(action) -> DirectionEvent:
+    return DirectionEvent.of(action, "kim", role=Role.BROADCASTER)
+
+
+def script() -> dict[int, list[DirectionEvent]]:
+    return {
+        2: [DirectionEvent(id="a", action=Spawn(kind="ghost", name="Boo"), source=ev(SetWeather(weather="rain")).source, time=0)],
+        8: [DirectionEvent(id="b", action=Move(target="Ada", by=3.0), source=ev(SetWeather(weather="rain")).source, time=0)],
+        12: [DirectionEvent(id="c", action=SetWeather(weather="snow"), source=ev(SetWeather(weather="rain")).source, time=0)],
+    }
+
+
+def neural_frames(ticks: int, events=None) -> list[str]:
+    loop = FrameLoop(build_world(SCENE, 30), NeuralBackend(W, H, device="cpu", seed=SCENE.seed), SCENE)
+    frames = loop.run_ticks(script() if events is None else events, ticks)
+    return [hashlib.sha256(f.planar.numpy().tobytes()).hexdigest() for f in frames]
+
+
+def test_the_shipped_checkpoint_loads_and_is_deterministic() -> None:
+    assert checkpoint.SHIPPED.exists(), "the trained checkpoint must ship with the repository"
+    assert checkpoint.SHIPPED.stat().st_size < 50 * 1024 * 1024
+    trained = json.loads(checkpoint.read_metadata(checkpoint.SHIPPED)["trained"])
+    assert trained["stage"] == "done"
+    first, second = neural_frames(20), neural_frames(20)
+    assert first == second
+    assert len(set(first)) > 10  # a living picture, not a still
+
+
+def test_an_event_shows_in_the_next_neural_frame() -> None:
+    with_event = neural_frames(4, {2: [ev(Spawn(kind="dragon", name="Zed"))]})
+    without = neural_frames(4, {})
+    assert with_event[:2] == without[:2]
+    assert with_event[2] != without[2]
+
+
+def test_frames_have_the_output_size_and_text_on_top() -> None:
+    world = build_world(SCENE, 30)
+    with_text = NeuralBackend(W, H, device="cpu").render(world)
+    without = NeuralBackend(W, H, device="cpu", overlays=False).render(world)
+    assert with_text.shape == (3, H, W) and with_text.dtype == torch.uint8
+    assert not torch.equal(with_text, without)  # the name tags are drawn on the generated frame
+
+
+def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        out=tmp_path / "tiny.safetensors", sessions=2, ticks=40, ae_minutes=0.25, dynamics_minutes=0.25,
+        ae_batch=4, dynamics_batch=2, sequence=4, resume=False,
+        model=ModelConfig(ae_width=16, d_model=64, heads=2, layers=1),
+    )
+    trainer = Trainer(cfg)
+    trainer.log_every = 5
+    trainer.run(build_data(cfg, progress=False), progress=False)
+    ae = [r["loss"] for r in trainer.history if r["stage"] == "ae"]
+    dyn = [r["latent_loss"] for r in trainer.history if r["stage"] == "dynamics"]
+    assert len(ae) >= 3 and len(dyn) >= 2, trainer.history
+    assert min(ae[-2:]) < ae[0]
+    assert min(dyn[-2:]) < dyn[0]
+    model = checkpoint.load(cfg.out)  # the checkpoint rebuilds itself from its own config
+    assert model.cfg.d_model == 64
+    # and a second run resumes instead of starting over
+    again = Trainer(TrainConfig(**{**cfg.__dict__, "resume": True}))
+    assert again.stage == "done"
+
+
+def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(BackendError, match="not a readable world-model checkpoint"):
+        checkpoint.load(junk)
+    with pytest.raises(BackendError, match="no world-model checkpoint"):
+        checkpoint.load(tmp_path / "missing.safetensors")
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(2)}, str(foreign), metadata={"format": "something-else"})
+    with pytest.raises(BackendError, match="not a streambot world-model checkpoint"):
+        checkpoint.load(foreign)
+    cfg = ModelConfig(ae_width=16, d_model=32, heads=2, layers=1, state_channels=len(STATE_LAYOUT) + 1,
+                      event_dims=len(EVENT_LAYOUT), state_layout=STATE_LAYOUT + ("extra",), event_layout=EVENT_LAYOUT)
+    other = tmp_path / "other.safetensors"
+    checkpoint.save(WorldModel(cfg), other)
+    with pytest.raises(BackendError, match="different world-state layout"):
+        checkpoint.load(other)
+
+
+def test_the_kv_cache_keeps_sinks_and_a_fixed_window() -> None:
+    cache = KVCache(sinks=1, context=3)
+    for i in range(10):
+        cache.advance([torch.full((1,), float(i))], [torch.full((1,), float(i))])
+    assert [int(k.item()) for k in cache.keys[0]] == [0, 7, 8, 9]
+    assert cache.frames == 10
+
+
+@pytest.mark.asyncio
+async def test_switching_backends_live_keeps_the_world(tmp_path: Path) -> None:
+    from streambot.app import App
+    from streambot.config import parse_config
+
+    token = "test-token-0123456789abcdef"
+    config = parse_config({
+        "server": {"port": 0, "token": token}, "video": {"width": W, "height": H},
+        "outputs": {"mpegts": {"enabled": False}, "webrtc": {"enabled": False}},
+        "store": {"path": str(tmp_path / "world.db")}, "scene": SCENE.model_dump(),
+    })
+    headers = {"Authorization": f"Bearer {token}"}
+    async with App(config) as app, aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(app.url + "api/chat", json={"user": "kim", "text": "!spawn frog Pip"}) as r:
+            assert (await r.json())["status"] == "applied"
+        before = await app.state()
+        async with http.post(app.url + "api/backend", json={"backend": "neural", "steps": 2}) as r:
+            assert r.status == 200 and (await r.json())["backend"] == "neural"
+        after = await app.state()
+        assert after["video"]["backend"] == "neural"
+        assert [e["id"] for e in after["entities"]] == [e["id"] for e in before["entities"]]
+        assert after["tick"] >= before["tick"]
+        seq = app.loop.frames.latest().seq
+        frame = await asyncio.wait_for(app.loop.frames.next_frame(seq + 5), 10)
+        assert frame.planar.shape == (3, H, W)
+        async with http.post(app.url + "api/backend", json={"backend": "teleporter"}) as r:
+            assert r.status == 400
+        async with http.post(app.url + "api/backend", json={"backend": "deterministic"}) as r:
+            assert r.status == 200
+        assert "Pip" in {e["name"] for e in (await app.state())["entities"]}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_path() -> None:
+    backend = NeuralBackend(W, H, device="cuda")
+    assert backend.dtype == torch.bfloat16
+    frame = backend.render(build_world(SCENE, 30))
+    assert frame.shape == (3, H, W) and frame.device.type == "cpu"
