@@ -348,6 +348,29 @@
     }
   });
 
+  // ---- engine ------------------------------------------------------------------------------
+
+  // Switching what draws the frames keeps the world: only the backend changes.
+  const backendForm = document.getElementById("backend-form");
+  backendForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const backend = document.getElementById("backend").value;
+    const steps = Number(document.getElementById("steps").value);
+    await haveToken();
+    logLine("engine", `switching to ${backend}…`, "bot");
+    try {
+      const response = await fetch("/api/backend", {
+        method: "POST",
+        headers: authHeaders({ "Content-Type": "application/json" }),
+        body: JSON.stringify({ backend, steps }),
+      });
+      const message = response.ok ? `now drawing with ${(await response.json()).backend}` : `HTTP ${response.status}: ${await errorMessage(response)}`;
+      logLine("engine", message, response.ok ? "bot" : "error");
+    } catch (error) {
+      logLine("error", `could not switch: ${error.message || error}`, "error");
+    }
+  });
+
   // ---- world ---------------------------------------------------------------------------
 
   function describeEntity(entity) {
