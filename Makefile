@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test bench train system-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/flood.py
+	$(PY) benchmarks/store.py
+	$(PY) benchmarks/world_model.py
+
+train: $(STAMP)
+	$(PY) -m streambot train
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
