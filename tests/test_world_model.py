@@ -75,18 +75,24 @@ def test_frames_have_the_output_size_and_text_on_top() -> None:
 
 def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     cfg = TrainConfig(
-        out=tmp_path / "tiny.safetensors", sessions=2, ticks=40, ae_minutes=0.25, dynamics_minutes=0.25,
-        ae_batch=4, dynamics_batch=2, sequence=4, resume=False,
+        out=tmp_path / "tiny.safetensors", sessions=2, ticks=40, ae_minutes=3, dynamics_minutes=3,
+        ae_steps=80, dynamics_steps=200, ae_batch=4, dynamics_batch=4, sequence=4, lr=4e-3, resume=False,
         model=ModelConfig(ae_width=16, d_model=64, heads=2, layers=1),
     )
     trainer = Trainer(cfg)
     trainer.log_every = 5
-    trainer.run(build_data(cfg, progress=False), progress=False)
-    ae = [r["loss"] for r in trainer.history if r["stage"] == "ae"]
-    dyn = [r["latent_loss"] for r in trainer.history if r["stage"] == "dynamics"]
-    assert len(ae) >= 3 and len(dyn) >= 2, trainer.history
-    assert min(ae[-2:]) < ae[0]
-    assert min(dyn[-2:]) < dyn[0]
+    data = build_data(cfg, progress=False)
+    # The same sequences with the same noise, before and after each stage.
+    untrained = trainer.evaluate(data)
+    trainer.run(data, progress=False, stop_after="ae")
+    after_ae = trainer.evaluate(data)
+    assert after_ae["ae"] < 0.7 * untrained["ae"], (untrained, after_ae)
+    trainer.run(data, progress=False)
+    trained = trainer.evaluate(data)
+    assert trained["latent"] < 0.97 * after_ae["latent"], (after_ae, trained)
+    assert trained["pixel"] < after_ae["pixel"], (after_ae, trained)
+    assert trainer.stage == "done"
+    assert len([r for r in trainer.history if r["stage"] == "dynamics"]) == 41  # step 1, then every 5
     model = checkpoint.load(cfg.out)  # the checkpoint rebuilds itself from its own config
     assert model.cfg.d_model == 64
     # and a second run resumes instead of starting over

@@ -54,6 +54,9 @@ class TrainConfig:
     dynamics_batch: int = 6
     lr: float = 2e-3
     context_noise: float = 0.5  # max std of the noise put on previous latents
+    # Step limits end a stage early (reproducible short runs); minutes always apply.
+    ae_steps: int | None = None
+    dynamics_steps: int | None = None
     resume: bool = True
     threads: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -106,6 +109,7 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)  # the same data and seed give the same run
         mc = cfg.model
         mc.state_layout, mc.event_layout = STATE_LAYOUT, EVENT_LAYOUT
         mc.state_channels, mc.event_dims = len(STATE_LAYOUT), len(EVENT_LAYOUT)
@@ -153,13 +157,14 @@ class Trainer:
 
     # -- stages -------------------------------------------------------------------------
 
-    def run(self, data: Data, progress: bool = True) -> dict:
+    def run(self, data: Data, progress: bool = True, stop_after: str | None = None) -> dict:
+        """Train the stages still to do (a resumed run picks up where it was)."""
         if self.stage == "ae":
-            self._train_ae(data, progress)
+            self.train_autoencoder(data, progress)
             self.stage, self.step = "dynamics", 0
             self.save()
-        if self.stage == "dynamics":
-            self._train_dynamics(data, progress)
+        if self.stage == "dynamics" and stop_after != "ae":
+            self.train_dynamics(data, progress)
             self.stage = "done"
             self.save()
         return self.history[-1] if self.history else {}
@@ -170,12 +175,12 @@ class Trainer:
         bar.update(round(self.elapsed[stage]))
         return total, bar
 
-    def _train_ae(self, data: Data, progress: bool) -> None:
+    def train_autoencoder(self, data: Data, progress: bool = True) -> None:
         total, bar = self._budget("ae", self.cfg.ae_minutes, progress)
         model, opt = self.model, self.ae_opt
         model.train()
         n = len(data.frames)
-        while self.elapsed["ae"] < total:
+        while self.elapsed["ae"] < total and (self.cfg.ae_steps is None or self.step < self.cfg.ae_steps):
             started = time.perf_counter()
             index = torch.tensor([self.rng.randrange(n) for _ in range(self.cfg.ae_batch)])
             frames = _pixels(data.frames[index])
@@ -206,40 +211,14 @@ class Trainer:
         self.model.train()
         return torch.cat(out)
 
-    def _train_dynamics(self, data: Data, progress: bool) -> None:
+    def train_dynamics(self, data: Data, progress: bool = True) -> None:
         total, bar = self._budget("dynamics", self.cfg.dynamics_minutes, progress)
-        latents = self._latents(data)
-        starts = data.sequences(self.cfg.sequence)
+        batches = DynamicsBatches(self.cfg, data, self._latents(data))
         model, opt, cfg = self.model, self.dyn_opt, self.cfg
-        L, B = cfg.sequence, cfg.dynamics_batch
-        h, w = cfg.model.latent_size
-        latent_weight = F.adaptive_max_pool2d(data.weights.float(), (h, w))  # entity cells at latent size
-        while self.elapsed["dynamics"] < total:
+        while self.elapsed["dynamics"] < total and (cfg.dynamics_steps is None or self.step < cfg.dynamics_steps):
             started = time.perf_counter()
-            picks = [self.rng.choice(starts) for _ in range(B)]
-            window = torch.stack([torch.arange(s, s + L) for s in picks])  # (B, L)
-            target = latents[window]  # (B, L, C, h, w)
-            previous = latents[window - 1]
-            state = data.states[window].float()
-            events = data.events[window]
-            lat_w = latent_weight[window]
-            # Heavy noise on the context: the model must read the world state, not copy.
-            sigma = torch.rand(B, L, 1, 1, 1) * cfg.context_noise
-            previous_noisy = (previous + sigma * torch.randn_like(previous)).clamp(-1, 1)
-            tau = torch.where(torch.rand(B, L) < 0.5, torch.zeros(B, L), torch.rand(B, L) * 0.95)
-            noise = torch.randn_like(target)
-            noisy = tau.view(B, L, 1, 1, 1) * target + (1 - tau.view(B, L, 1, 1, 1)) * noise
-            if self.rng.random() < 0.5:
-                # Roll out on its own predictions: what the live stream feeds it.
-                with torch.no_grad():
-                    first = model.dynamics.forward_sequence(noisy, previous_noisy, state, events, tau).clamp(-1, 1)
-                previous_noisy = torch.cat([previous_noisy[:, :1], first[:, :-1]], dim=1)
-            predicted = model.dynamics.forward_sequence(noisy, previous_noisy, state, events, tau)
-            latent_loss = weighted((predicted - target) ** 2, lat_w)
-            # Decode one predicted frame per sequence so the decoder learns what the dynamics draws.
-            last = predicted[:, -1]
-            frames = _pixels(data.frames[window[:, -1]])
-            pixel_loss = weighted((model.decoder(last, state[:, -1]) - frames).abs(), data.weights[window[:, -1]].float())
+            picks = [self.rng.choice(batches.starts) for _ in range(cfg.dynamics_batch)]
+            latent_loss, pixel_loss = batches.losses(model, picks, rollout=self.rng.random() < 0.5)
             loss = latent_loss + 0.5 * pixel_loss
             self._lr(opt, self.elapsed["dynamics"] / total)
             opt.zero_grad(set_to_none=True)
@@ -257,12 +236,71 @@ class Trainer:
                 self.save()
         bar.close()
 
+    @torch.no_grad()
+    def evaluate(self, data: Data, sequences: int = 16, seed: int = 0) -> dict[str, float]:
+        """Losses on fixed sequences with fixed noise: comparable across a run."""
+        self.model.eval()
+        batches = DynamicsBatches(self.cfg, data, self._latents(data))
+        picks = random.Random(seed).sample(batches.starts, min(sequences, len(batches.starts)))
+        generator = torch.Generator().manual_seed(seed)
+        latent_loss, pixel_loss = batches.losses(self.model, picks, rollout=True, generator=generator)
+        frames = _pixels(data.frames[torch.tensor([p for p in picks])])
+        state = data.states[torch.tensor(picks)].float()
+        recon = self.model.decoder(self.model.encoder(frames), state)
+        ae = weighted((recon - frames).abs() + 4 * (recon - frames) ** 2, data.weights[torch.tensor(picks)].float())
+        self.model.train()
+        return {"ae": ae.item(), "latent": latent_loss.item(), "pixel": pixel_loss.item()}
+
     def _lr(self, opt: torch.optim.Optimizer, progress: float) -> None:
         # Warm up for the first 3 %, then a cosine down to a tenth.
         scale = min(1.0, progress / 0.03) if progress < 0.03 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         for group in opt.param_groups:
             group.setdefault("base_lr", group["lr"])
             group["lr"] = group["base_lr"] * max(scale, 0.02)
+
+
+class DynamicsBatches:
+    """Training sequences for the dynamics and their losses."""
+
+    def __init__(self, cfg: TrainConfig, data: Data, latents: torch.Tensor) -> None:
+        self.cfg, self.data, self.latents = cfg, data, latents
+        self.starts = data.sequences(cfg.sequence)
+        h, w = cfg.model.latent_size
+        self.latent_weight = F.adaptive_max_pool2d(data.weights.float(), (h, w))  # entity cells at latent size
+
+    def losses(self, model: WorldModel, picks: list[int], rollout: bool,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, data = self.cfg, self.data
+        B, L = len(picks), cfg.sequence
+        window = torch.stack([torch.arange(s, s + L) for s in picks])  # (B, L)
+        target = self.latents[window]  # (B, L, C, h, w)
+        previous = self.latents[window - 1]
+        state = data.states[window].float()
+        events = data.events[window]
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(*shape, generator=generator)
+
+        def randn(like: torch.Tensor) -> torch.Tensor:
+            return torch.randn(like.shape, generator=generator)
+
+        # Heavy noise on the context: the model must read the world state, not copy.
+        sigma = rand(B, L, 1, 1, 1) * cfg.context_noise
+        previous_noisy = (previous + sigma * randn(previous)).clamp(-1, 1)
+        tau = torch.where(rand(B, L) < 0.5, torch.zeros(B, L), rand(B, L) * 0.95)
+        noisy = tau.view(B, L, 1, 1, 1) * target + (1 - tau.view(B, L, 1, 1, 1)) * randn(target)
+        if rollout:
+            # Roll out on its own predictions: what the live stream feeds it.
+            with torch.no_grad():
+                first = model.dynamics.forward_sequence(noisy, previous_noisy, state, events, tau).clamp(-1, 1)
+            previous_noisy = torch.cat([previous_noisy[:, :1], first[:, :-1]], dim=1)
+        predicted = model.dynamics.forward_sequence(noisy, previous_noisy, state, events, tau)
+        latent_loss = weighted((predicted - target) ** 2, self.latent_weight[window])
+        # Decode one predicted frame per sequence so the decoder learns what the dynamics draws.
+        frames = _pixels(data.frames[window[:, -1]])
+        decoded = model.decoder(predicted[:, -1], state[:, -1])
+        pixel_loss = weighted((decoded - frames).abs(), data.weights[window[:, -1]].float())
+        return latent_loss, pixel_loss
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
