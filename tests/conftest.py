@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,32 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+class Publisher:
+    """Stands in for the frame loop: publishes ``picture(seq)`` every 1/fps
+    seconds from its own thread, for as long as the ``with`` block lasts."""
+
+    def __init__(self, frames, picture, fps: float = 30.0) -> None:
+        self.frames = frames
+        self.picture = picture
+        self.period = 1.0 / fps
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-publisher", daemon=True)
+
+    def __enter__(self) -> "Publisher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        from engine.frames import Frame
+
+        seq = 0
+        while not self._stop.is_set():
+            self.frames.publish(Frame(seq=seq, tick=seq, planar=self.picture(seq)))
+            seq += 1
+            self._stop.wait(self.period)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Self
 
 import av
 import pytest
 import torch
 
+from conftest import Publisher
 from engine.frames import Frame, FrameSource
 from streambot.errors import OutputError
 from streambot.mpegts import MpegTsOutput
@@ -26,32 +26,16 @@ def free_port(kind: int) -> int:
         return sock.getsockname()[1]
 
 
-class Publisher:
-    """Stands in for the frame loop: a uniform picture whose brightness follows ``level``."""
+class Brightness:
+    """A uniform picture whose brightness follows ``level`` (changed by the test)."""
 
-    def __init__(self, frames: FrameSource, fps: float = 30.0) -> None:
-        self.frames = frames
-        self.period = 1.0 / fps
+    def __init__(self) -> None:
         self.level = 40
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="test-publisher", daemon=True)
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        seq = 0
-        while not self._stop.is_set():
-            planar = torch.full((3, HEIGHT, WIDTH), self.level, dtype=torch.uint8)
-            planar[0, :, : WIDTH // 2] = 220  # left half red-ish: colour survives the trip
-            self.frames.publish(Frame(seq=seq, tick=seq, planar=planar))
-            seq += 1
-            self._stop.wait(self.period)
+    def __call__(self, seq: int) -> torch.Tensor:
+        planar = torch.full((3, HEIGHT, WIDTH), self.level, dtype=torch.uint8)
+        planar[0, :, : WIDTH // 2] = 220  # left half red-ish: colour survives the trip
+        return planar
 
 
 class Receiver:
@@ -105,7 +89,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 def test_udp_stream_decodes_and_tracks_the_published_frames():
     frames = FrameSource()
     port = free_port(socket.SOCK_DGRAM)
-    with Publisher(frames) as publisher:
+    with Publisher(frames, Brightness()) as publisher:
         receiver = Receiver(f"udp://127.0.0.1:{port}?timeout=5000000").start()
         time.sleep(0.2)  # the receiver's socket is bound before datagrams arrive (UDP keeps nothing)
         output = MpegTsOutput(frames, f"udp://127.0.0.1:{port}", fps=30, bitrate_kbps=2000)
@@ -119,9 +103,9 @@ def test_udp_stream_decodes_and_tracks_the_published_frames():
             assert abs(green - 40) < 8, green
             assert red > 180, red
 
-            publisher.level = 200
+            publisher.picture.level = 200
             wait_for(lambda: abs(receiver.samples[-1][1] - 200) < 8, 5, "the brighter frames to arrive")
-            publisher.level = 90
+            publisher.picture.level = 90
             wait_for(lambda: abs(receiver.samples[-1][1] - 90) < 8, 5, "the darker frames to arrive")
         finally:
             receiver.stop()  # while frames still flow, so its blocking read returns at once
@@ -159,7 +143,7 @@ def test_tcp_output_retries_until_a_listener_appears_and_after_it_leaves():
     frames = FrameSource()
     port = free_port(socket.SOCK_STREAM)
     url = f"tcp://127.0.0.1:{port}"
-    with Publisher(frames):
+    with Publisher(frames, Brightness()):
         output = MpegTsOutput(frames, url, fps=30)
         output.start()
         try:

@@ -7,17 +7,16 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Self
 
 import av
 import pytest
 import torch
 
 from engine.events import DirectionEvent, Role, SetTime, SetWeather, Spawn
-from engine.frames import Frame, FrameSource
+from conftest import Publisher
+from engine.frames import FrameSource
 from streambot.errors import OutputError
 from streambot.recorder import Recorder
 
@@ -42,36 +41,16 @@ def seq_of(image) -> int:
     return high * 30 + low
 
 
-class Publisher:
-    """Stands in for the frame loop at 30 fps: frames that carry their number, or noise."""
+def numbered(seq: int) -> torch.Tensor:
+    """A frame that carries its number in the brightness of its two halves."""
+    low, high = levels(seq)
+    planar = torch.full((3, HEIGHT, WIDTH), low, dtype=torch.uint8)
+    planar[:, :, WIDTH // 2 :] = high
+    return planar
 
-    def __init__(self, frames: FrameSource, noise: bool = False) -> None:
-        self.frames = frames
-        self.noise = noise
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="test-publisher", daemon=True)
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        generator = torch.Generator().manual_seed(7)
-        seq = 0
-        while not self._stop.is_set():
-            if self.noise:
-                planar = torch.randint(0, 256, (3, HEIGHT, WIDTH), dtype=torch.uint8, generator=generator)
-            else:
-                low, high = levels(seq)
-                planar = torch.full((3, HEIGHT, WIDTH), low, dtype=torch.uint8)
-                planar[:, :, WIDTH // 2 :] = high
-            self.frames.publish(Frame(seq=seq, tick=seq, planar=planar))
-            seq += 1
-            self._stop.wait(1.0 / FPS)
+def noise(seq: int) -> torch.Tensor:
+    return torch.randint(0, 256, (3, HEIGHT, WIDTH), dtype=torch.uint8, generator=torch.Generator().manual_seed(seq))
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -102,7 +81,7 @@ def test_rotates_by_age_and_keeps_the_events_beside_each_file(tmp_path):
         DirectionEvent.of(SetWeather(weather="rain"), "kim", role=Role.VIEWER, platform="twitch"),
         DirectionEvent.of(SetWeather(weather="clear"), "lee", role=Role.VIEWER, platform="twitch"),
     ]
-    with Publisher(frames):
+    with Publisher(frames, numbered, fps=FPS):
         recorder = Recorder(frames, tmp_path / "rec", FPS, rotate_seconds=1, prefix="clip", command_prefix="?")
         recorder.start()
         try:
@@ -160,7 +139,7 @@ def test_rotates_by_age_and_keeps_the_events_beside_each_file(tmp_path):
 
 def test_rotates_by_size(tmp_path):
     frames = FrameSource()
-    with Publisher(frames, noise=True):
+    with Publisher(frames, noise, fps=FPS):
         recorder = Recorder(frames, tmp_path, FPS, rotate_seconds=None, rotate_mb=0.1, bitrate_kbps=4000)
         recorder.start()
         try:
@@ -227,7 +206,7 @@ def test_a_killed_recorder_leaves_a_playable_file(tmp_path):
 def test_keeps_recording_after_the_directory_fails(tmp_path):
     frames = FrameSource()
     directory = tmp_path / "rec"
-    with Publisher(frames):
+    with Publisher(frames, numbered, fps=FPS):
         recorder = Recorder(frames, directory, FPS, rotate_seconds=0.5)
         recorder.start()
         try:

@@ -142,7 +142,7 @@ def test_takes_go_back_and_branch_without_losing_the_old_line(tmp_path: Path) ->
     at_intro = live.loop.call(
         lambda w: (live.journal.save_take("intro", w.tick, "before the storm", saved), w.to_dict())[1]
     ).result(timeout=5)
-    intro = saved.result(timeout=5)
+    saved.result(timeout=5)
     play(live, [SetWeather(weather="storm"), Spawn(kind="ghost", name="Boo")])
     time.sleep(0.2)
     main_end = live.world()

@@ -13,7 +13,6 @@ import av
 import pytest
 
 from streambot.app import App
-from streambot.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"

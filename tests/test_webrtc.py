@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Self
 
@@ -15,6 +14,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from conftest import Publisher
 from engine.frames import Frame, FrameSource
 from streambot.webrtc import VIDEO_CLOCK_RATE, FrameTrack, WhepServer
 
@@ -40,31 +40,15 @@ def synthetic_frame(seq: int, published: float | None = None) -> Frame:
     return frame
 
 
-class Publisher:
-    """Stands in for the frame loop: publishes a new frame every 1/fps seconds."""
+class Levels:
+    """Synthetic frames; remembers every brightness level it handed out."""
 
-    def __init__(self, frames: FrameSource, fps: float = 30.0) -> None:
-        self.frames = frames
-        self.period = 1.0 / fps
+    def __init__(self) -> None:
         self.published_levels: set[int] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="test-publisher", daemon=True)
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        seq = 0
-        while not self._stop.is_set():
-            self.published_levels.add(level_of(seq))
-            self.frames.publish(synthetic_frame(seq))
-            seq += 1
-            self._stop.wait(self.period)
+    def __call__(self, seq: int) -> torch.Tensor:
+        self.published_levels.add(level_of(seq))
+        return synthetic_frame(seq).planar
 
 
 class WhepTestServer:
@@ -113,7 +97,7 @@ async def wait_until(predicate, timeout: float, what: str) -> None:
 async def test_client_receives_live_frames_that_match_the_published_ones():
     frames = FrameSource()
     whep = WhepServer(frames)
-    with Publisher(frames) as publisher:
+    with Publisher(frames, Levels()) as publisher:
         async with WhepTestServer(whep) as server, aiohttp.ClientSession() as http:
             pc, offer = await make_offer()
             track_ready: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -138,7 +122,7 @@ async def test_client_receives_live_frames_that_match_the_published_ones():
                 await pc.close()
 
             assert all(image.shape == (HEIGHT, WIDTH, 3) for image in decoded)
-            levels = sorted(publisher.published_levels)
+            levels = sorted(publisher.picture.published_levels)
             greens = [float(image[HEIGHT // 4 : -HEIGHT // 4, WIDTH // 4 : -WIDTH // 4, 1].mean()) for image in decoded]
             for green in greens:
                 nearest = min(levels, key=lambda level: abs(level - green))
