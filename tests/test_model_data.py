@@ -19,7 +19,8 @@ from engine.model.data import generate, play, random_script, replay
 from engine.model.state import (
     BACKDROP_PARALLAX, CLOUD_PARALLAX, EVENT_LAYOUT, STATE_LAYOUT, StateEncoder, event_vector,
 )
-from engine.render import TorchRenderer, _Stage, light_for, light_key, view_of
+from engine.render import TorchRenderer, view_of
+from engine.stage import _Stage, light_for, light_key
 from engine.world import Entity, Identity, Prop, Speech, World, stable_seed
 
 W, H = 256, 144

@@ -37,9 +37,8 @@ import torch
 
 from .. import art, catalog
 from ..events import ACTION_TYPES, Act, CameraMove, Move, SetTime, SetWeather, Spawn
-from ..render import (
-    HORIZON, Light, View, body_extent, entity_spots, light_for, light_key, lightning, prop_spot, view_of,
-)
+from ..render import View, body_extent, entity_spots, lightning, prop_spot, view_of
+from ..stage import HORIZON, Light, light_for, light_key
 from ..world import World, stable_seed
 
 CAMERA_OPS: tuple[str, ...] = get_args(CameraMove.model_fields["op"].annotation)
@@ -66,7 +65,7 @@ ACTION_CYCLE: dict[str, tuple[float, int]] = {
     "spin": (0.5, 0), "jump": (2 * catalog.ONE_SHOT_SECONDS["jump"], 0), "idle": (3.0, 2),
 }
 # Parallax of the backdrop's (far, near) layers and the clouds, as drawn by
-# ``engine.render._Stage`` (tests check they agree).
+# ``engine.stage._Stage`` (tests check they agree).
 BACKDROP_PARALLAX: dict[str, tuple[float, float]] = {
     "hills": (0.15, 0.32), "mountains": (0.12, 0.3), "city": (0.14, 0.3), "forest": (0.15, 0.32),
 }
