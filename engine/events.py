@@ -17,7 +17,7 @@ import uuid
 from enum import IntEnum
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StringConstraints, model_validator
 
 from . import catalog
 
@@ -44,6 +44,13 @@ class Role(IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+
+def _role_from_name(value: object) -> object:
+    return Role.parse(value) if isinstance(value, str) else value
+
+
+# A role in config files and JSON: written by name ("moderator"), held as a Role.
+RoleName = Annotated[Role, BeforeValidator(_role_from_name), PlainSerializer(lambda role: role.label, return_type=str)]
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=catalog.MAX_NAME_LENGTH, pattern=r"^[\w][\w .'-]*$")]
 Target = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
@@ -196,17 +203,8 @@ class Source(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     user: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    role: Role = Role.VIEWER
+    role: RoleName = Role.VIEWER
     platform: Literal["local", "web", "twitch", "obs", "api", "replay"] = "local"
-
-    @field_validator("role", mode="before")
-    @classmethod
-    def _role_by_name(cls, value: object) -> object:
-        return Role.parse(value) if isinstance(value, str) else value
-
-    @field_serializer("role")
-    def _role_as_name(self, role: Role) -> str:
-        return role.label
 
 
 def new_event_id() -> str:

@@ -150,7 +150,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
 
 
 async def _serve(config: Config, read_stdin: bool) -> None:
-    from .app import App  # torch and aiortc load here, not for check-config
+    from .app import App  # aiortc, PyAV and the renderer load here, not for check-config
 
     async with App(config) as app:
         shown = f"{app.url}#token={app.token}" if app.token_generated else app.url

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine import catalog
 from engine.events import (
@@ -39,6 +39,7 @@ from engine.events import (
     Rename,
     Reset,
     Role,
+    RoleName,
     Say,
     SetScene,
     SetTime,
@@ -94,15 +95,10 @@ class CommandSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     aliases: list[str] = []
-    role: Role = Role.VIEWER
+    role: RoleName = Role.VIEWER
     user_cooldown: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     global_cooldown: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     enabled: bool = True
-
-    @field_validator("role", mode="before")
-    @classmethod
-    def _role_by_name(cls, value: object) -> object:
-        return Role.parse(value) if isinstance(value, str) else value
 
     @field_validator("aliases")
     @classmethod
@@ -115,10 +111,6 @@ class CommandSpec(BaseModel):
             if word not in cleaned:
                 cleaned.append(word)
         return cleaned
-
-    @field_serializer("role")
-    def _role_as_name(self, role: Role) -> str:
-        return role.label
 
 
 DEFAULT_COMMANDS: dict[str, CommandSpec] = {

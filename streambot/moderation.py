@@ -20,9 +20,9 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.events import Rename, Role, Say, Spawn
+from engine.events import Rename, Role, RoleName, Say, Spawn
 
 from .chat import ChatMessage
 from .commands import Command, CommandSpec
@@ -49,21 +49,12 @@ class ModerationConfig(BaseModel):
     global_rate: float = Field(default=20.0, gt=0.0, allow_inf_nan=False)
     global_burst: int = Field(default=40, ge=1)
     blocked_words: list[str] = []
-    exempt_role: Role = Role.MODERATOR
-
-    @field_validator("exempt_role", mode="before")
-    @classmethod
-    def _role_by_name(cls, value: object) -> object:
-        return Role.parse(value) if isinstance(value, str) else value
+    exempt_role: RoleName = Role.MODERATOR
 
     @field_validator("blocked_words")
     @classmethod
     def _clean_words(cls, words: list[str]) -> list[str]:
         return sorted({_fold(w) for w in words if _fold(w)})
-
-    @field_serializer("exempt_role")
-    def _role_as_name(self, role: Role) -> str:
-        return role.label
 
 
 class Denied(StreambotError):

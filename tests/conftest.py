@@ -58,3 +58,47 @@ class Publisher:
             self.frames.publish(Frame(seq=seq, tick=seq, planar=self.picture(seq)))
             seq += 1
             self._stop.wait(self.period)
+
+
+class Streambot:
+    """The real product as a child process: ``streambot ARGS``, started and
+    waited for until it prints its URL; its output is kept (and drained, so it
+    never blocks on a full pipe) for the test to read after ``stop``."""
+
+    def __init__(self, *args: str, timeout: float = 90.0) -> None:
+        import re
+        import subprocess
+        import time
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streambot", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        )
+        self.lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            match = re.search(r"open (http://[^\s#]+)", line)
+            if match:
+                self.url = match.group(1)  # ends in "/"
+                self._drain = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+                self._drain.start()
+                return
+        self.process.kill()
+        raise AssertionError("streambot did not come up:\n" + self.output)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, sig: int | None = None, timeout: float = 30.0) -> int:
+        """Send ``sig`` (SIGINT by default: a clean stop) and wait for the exit code."""
+        import signal
+
+        self.process.send_signal(signal.SIGINT if sig is None else sig)
+        code = self.process.wait(timeout=timeout)
+        self._drain.join(timeout)
+        return code

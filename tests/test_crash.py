@@ -8,13 +8,9 @@ of the journal, and the restarted product shows that same world.
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -23,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Streambot
 from engine.scene import SceneSpec
 from engine.store import Store, copy_store
 
@@ -44,27 +41,6 @@ def write_config(tmp_path: Path) -> Path:
         f"store: {{path: {tmp_path / 'world.db'}, snapshot_seconds: 1}}\n"
     )
     return path
-
-
-def start(config: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streambot", "run", "-c", str(config), "--no-stdin"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-    )
-    seen = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        match = re.search(r"open (http://\S+/)", line)
-        if match:
-            # Keep draining output so the product never blocks on a full pipe.
-            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
-            return process, match.group(1)
-    process.kill()
-    raise AssertionError("the product did not start:\n" + "".join(seen))
 
 
 def post(url: str, body: dict) -> dict:
@@ -151,7 +127,8 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, run: int) -> None:
     all_takes: list[str] = []
     expected: dict | None = None
     for _ in range(KILLS_PER_RUN):
-        process, url = start(config)
+        product = Streambot("run", "-c", str(config), "--no-stdin")
+        url = product.url
         if expected is not None:
             # The restarted product shows the world the store held.
             state = get(url + "api/state")
@@ -163,8 +140,7 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, run: int) -> None:
         chatter = Chatter(url, rng, counter)
         chatter.start()
         time.sleep(rng.uniform(0.2, 1.5))
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        assert product.stop(signal.SIGKILL, timeout=10) == -signal.SIGKILL
         chatter.join(timeout=10)
         all_acked += chatter.acked_events
         all_takes += chatter.acked_takes
