@@ -463,11 +463,19 @@ class Journal:
         snapshot_seconds: float = 30.0,
         snapshot_events: int = 1000,
         on_failure: Callable[[Exception], None] | None = None,
+        keep_all_seconds: float = 3600.0,
+        thin_seconds: float = 600.0,
     ) -> None:
         self.store = store
         self.branch = store.current_branch()
         self.snapshot_ticks = max(1, round(snapshot_seconds * store.tick_hz))
         self.snapshot_events = snapshot_events
+        # Snapshots only make restores fast (the journal alone is the truth), so
+        # older ones are thinned: all of the last hour stay, before that one
+        # per ten minutes of ticks. A stream that runs for days keeps a file
+        # that grows with its events, not with its snapshots.
+        self.keep_all_ticks = max(1, round(keep_all_seconds * store.tick_hz))
+        self.thin_ticks = max(1, round(thin_seconds * store.tick_hz))
         self.on_failure = on_failure
         self.committed = 0  # events on disk, for metrics
         self.commits = 0
@@ -554,6 +562,18 @@ class Journal:
         finally:
             db.close()
 
+    def _thin(self, db: sqlite3.Connection, branch: Branch, tick: int) -> None:
+        """Keep the first snapshot of each ``thin_ticks`` stretch older than
+        ``keep_all_ticks`` on this line; drop the rest."""
+        before = tick - self.keep_all_ticks
+        if before <= 0:
+            return
+        db.execute(
+            "DELETE FROM snapshots WHERE branch = ? AND tick < ? AND id NOT IN ("
+            " SELECT MIN(id) FROM snapshots WHERE branch = ? AND tick < ? GROUP BY tick / ?)",
+            (branch.id, before, branch.id, before, self.thin_ticks),
+        )
+
     def _write(self, db: sqlite3.Connection, batch: list[tuple[str, Any]]) -> None:
         started = time.perf_counter()
         branch = self.branch
@@ -578,6 +598,7 @@ class Journal:
                         "INSERT INTO snapshots (after_seq, tick, created, world, branch) VALUES (?, ?, ?, ?, ?)",
                         (after, tick, time.time(), world_json, branch.id),
                     )
+                    self._thin(db, branch, tick)
                 elif kind == "take":
                     name, tick, note, _ = payload
                     after = last_seq if last_seq is not None else self._last_seq(db, branch)

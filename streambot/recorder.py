@@ -45,6 +45,25 @@ MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 MAX_PENDING_EVENTS = 10_000  # bounds memory if the recorder thread is stuck for a long time
 
 
+
+SYNC_SECONDS = 5.0  # how much of a recording a power cut may cost at most
+
+
+def _sync(path: Path | None, sidecar: IO[str] | None) -> None:
+    """fsync a recording and its sidecar. A failed sync is logged, not fatal:
+    the frames are still in the file as far as the system is concerned."""
+    try:
+        if sidecar is not None:
+            os.fsync(sidecar.fileno())
+        if path is not None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        log.warning("recorder: could not sync %s: %s", path, exc.strerror or exc)
+
 class Recorder(PacedOutput):
     """Writes the newest frames as H.264 in fragmented MP4 files under ``directory``.
 
@@ -98,6 +117,7 @@ class Recorder(PacedOutput):
         self._file_started: float | None = None  # monotonic time of the current file's first frame
         self._file_bytes = 0
         self._recording_since: float | None = None  # None while no file is being written
+        self._last_sync = 0.0
 
     def start(self) -> None:
         self._prepare_directory()
@@ -174,13 +194,19 @@ class Recorder(PacedOutput):
 
     def _emit(self, frame: Frame, pts: int) -> None:
         if self._file_started is None:
-            self._file_started = time.monotonic()
+            self._file_started = self._last_sync = time.monotonic()
         for packet in encode(self._stream, frame, pts):
             self._file_bytes += packet.size
             self._container.mux(packet)
         self.frames_written += 1
         if self._events:
             self._write_events()
+        if time.monotonic() - self._last_sync >= SYNC_SECONDS:
+            # Flushed fragments sit in the page cache until the kernel writes
+            # them; a power cut would lose up to half a minute. Sync on this
+            # thread, never the frame loop's.
+            self._last_sync = time.monotonic()
+            _sync(self.current_file, self._sidecar)
 
     def _close(self) -> None:
         if self._file_started is None:  # stopped before its first frame: leave no empty file behind
@@ -194,6 +220,7 @@ class Recorder(PacedOutput):
             self._container.mux(packet)
         self._container.close()  # writes the last fragment
         self._container = self._stream = None
+        _sync(self.current_file, self._sidecar)
         self._sidecar.close()
         self._sidecar = None
         self.current_file = None

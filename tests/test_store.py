@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import simulation
 from engine.errors import StoreError
 from engine.events import (
     Act, CameraMove, DirectionEvent, Lock, Move, Recolor, Role, Say, SetTime, SetWeather, Spawn,
@@ -349,3 +350,35 @@ def test_both_lines_replay_bit_for_bit_after_going_back(tmp_path: Path) -> None:
         assert len(ticks) > 5
         different = [t for t in ticks if replayed[t] != seen[t]]
         assert not different, f"line {name}: {len(different)} of {len(ticks)} frames differ, first at tick {different[0]}"
+
+
+def test_old_snapshots_are_thinned_and_restores_stay_exact(tmp_path: Path) -> None:
+    path = tmp_path / "world.db"
+    store = Store.open(path, SCENE, HZ)
+    # Keep every snapshot of the last second (30 ticks); before that one per 2 s (60 ticks).
+    journal = Journal(store, snapshot_seconds=3600, keep_all_seconds=1.0, thin_seconds=2.0)
+    world = store.restore()
+    worlds = {}
+    for chunk in range(60):  # 600 ticks, journaled as the frame loop does, a snapshot every 10
+        for i in range(10):
+            if i in (0, 5):
+                action = Move(target="Ada", by=0.5 if chunk % 4 < 2 else -0.5) if i == 0 else SetTime(hour=chunk % 24)
+                event = ev(action).model_copy(update={"tick": world.tick})
+                simulation.apply(world, event, SCENE)
+                journal.append(event, None, None)
+            simulation.step(world)
+        journal.snapshot(world)
+        worlds[world.tick] = world.to_dict()
+    journal.flush()
+    end = world.tick
+    with sqlite3.connect(path) as db:
+        ticks = [row[0] for row in db.execute("SELECT tick FROM snapshots ORDER BY tick")]
+    recent = [t for t in ticks if t >= end - 30]
+    old = [t for t in ticks if t < end - 30]
+    assert recent == [t for t in sorted(worlds) if t >= end - 30]  # the last second: all of them
+    assert len(old) == len({t // 60 for t in old}) and len(old) <= 10  # before: one per 60 ticks
+    journal.close()
+    # Any point still restores exactly, from whichever snapshot is left before it.
+    for tick in sorted(worlds)[::7] + [end]:
+        assert store.restore(tick=tick, frame=True).to_dict() == worlds[tick]  # as its frame showed it
+    store.close()
