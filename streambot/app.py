@@ -154,7 +154,7 @@ class App:
     def _backend(self, name: str, steps: int | None) -> Backend:
         video = self.config.video
         return make_backend(name, video.width, video.height, video.device, self.store.scene.seed,
-                            str(video.checkpoint) if video.checkpoint else None, steps)
+                            str(video.checkpoint) if video.checkpoint else None, steps, video.precision)
 
     async def switch_backend(self, name: str, steps: int | None = None) -> str:
         """Change what draws the frames, live. The world is untouched: only the

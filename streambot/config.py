@@ -48,6 +48,9 @@ class VideoConfig(_Section):
     # steps per frame (1 is fastest; up to 4 refine the picture).
     checkpoint: Path | None = None
     steps: int = Field(default=1, ge=1, le=4)
+    # auto: bf16 where the hardware computes it (CUDA, CPUs with AMX), else
+    # fp32. fp32 is slower but agrees most closely between machines.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     @model_validator(mode="after")
     def _even(self) -> VideoConfig:

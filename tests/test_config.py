@@ -40,12 +40,13 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
 
 def test_every_problem_is_reported_with_its_field_path() -> None:
     found = problems({
-        "video": {"width": 1281, "fps": 0},
+        "video": {"width": 1281, "fps": 0, "precision": "fp8"},
         "server": {"prot": 80},
         "scene": {"weather": "sunny", "characters": [{"name": "Ok"}, {"name": "", "kind": "unicorn"}]},
         "outputs": {"mpegts": {"url": "http://example"}},
     })
     assert "video.fps" in found
+    assert "video.precision" in found and "fp32" in found["video.precision"]
     assert "server.prot" in found and "port" in found["server.prot"]  # did you mean
     assert "scene.weather" in found and "sunny" in found["scene.weather"]
     assert "scene.characters[1].name" in found

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..backend import pick_device
+from ..backend import bf16_is_native, pick_device
+from ..errors import BackendError
 from ..render import TorchRenderer
 from ..world import World, stable_seed
 from . import checkpoint
@@ -30,12 +31,17 @@ class NeuralBackend:
 
     def __init__(self, width: int = 1280, height: int = 720, device: str = "auto",
                  checkpoint_path: str | None = None, steps: int | None = None, seed: int = 0,
-                 overlays: bool = True) -> None:
+                 overlays: bool = True, precision: str = "auto") -> None:
         self.width, self.height = width, height
         self.device = pick_device(device)
-        # bf16 where the hardware does it well (CUDA); float32 on the CPU keeps
-        # frames reproducible bit for bit.
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        # auto: bf16 where the hardware computes it fast (CUDA, CPUs with AMX),
+        # float32 elsewhere: a CPU with only AVX512-BF16 ran these convolutions
+        # about 1.5x slower in bf16. Either way one machine gives the same
+        # frames bit for bit.
+        if precision not in ("auto", "bf16", "fp32"):
+            raise BackendError(f"unknown precision {precision!r}; expected auto, bf16 or fp32")
+        bf16 = precision == "bf16" or (precision == "auto" and bf16_is_native(self.device))
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.model = checkpoint.load(checkpoint_path or checkpoint.SHIPPED, self.device).to(self.dtype)
         cfg = self.model.cfg
         self.cfg = cfg

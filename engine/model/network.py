@@ -53,6 +53,13 @@ class ModelConfig:
     def latent_size(self) -> tuple[int, int]:
         return self.height // self.downsample, self.width // self.downsample
 
+    def check(self) -> None:
+        """Refuse shapes that do not tile: a clear message, not a reshape error."""
+        cell = self.patch * self.downsample
+        if self.width % cell or self.height % cell:
+            raise ValueError(f"{self.width}x{self.height} does not tile into {self.patch}-cell tokens "
+                             f"of a 1/{self.downsample} latent")
+
     @property
     def grid(self) -> tuple[int, int]:
         h, w = self.latent_size
@@ -250,7 +257,7 @@ class Dynamics(nn.Module):
         return x.reshape(b, c, gh * p, gw * p)
 
     def _tau_features(self, tau: torch.Tensor) -> torch.Tensor:
-        freqs = torch.exp(torch.linspace(0.0, math.log(100.0), 8, device=tau.device))
+        freqs = torch.exp(torch.linspace(0.0, math.log(100.0), 8, device=tau.device, dtype=tau.dtype))
         angles = tau.unsqueeze(-1) * freqs * math.pi
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
@@ -314,6 +321,7 @@ class Dynamics(nn.Module):
 class WorldModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        cfg.check()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
