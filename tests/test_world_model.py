@@ -11,8 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from engine.backend import bf16_is_native
 from engine.errors import BackendError
 from engine.events import DirectionEvent, Move, Role, SetWeather, Spawn
 from engine.loop import FrameLoop
@@ -73,6 +74,22 @@ def test_frames_have_the_output_size_and_text_on_top() -> None:
     assert not torch.equal(with_text, without)  # the name tags are drawn on the generated frame
 
 
+def test_precision_is_chosen_by_the_hardware_or_the_config() -> None:
+    native = NeuralBackend(W, H, device="cpu", overlays=False)
+    assert native.dtype == (torch.bfloat16 if bf16_is_native(torch.device("cpu")) else torch.float32)
+    with pytest.raises(BackendError, match="unknown precision"):
+        NeuralBackend(W, H, device="cpu", precision="fp8")
+    # bf16 and fp32 draw the same picture, to within rounding, frame after frame.
+    half = NeuralBackend(W, H, device="cpu", overlays=False, precision="bf16")
+    exact = NeuralBackend(W, H, device="cpu", overlays=False, precision="fp32")
+    assert (half.dtype, exact.dtype) == (torch.bfloat16, torch.float32)
+    world = build_world(SCENE, 30)
+    for _ in range(5):
+        world.tick += 1
+        a, b = half.render(world).float(), exact.render(world).float()
+        assert (a - b).abs().mean() < 4.0
+
+
 def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     cfg = TrainConfig(
         out=tmp_path / "tiny.safetensors", sessions=2, ticks=40, ae_minutes=3, dynamics_minutes=3,
@@ -87,6 +104,14 @@ def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     trainer.run(data, progress=False, stop_after="ae")
     after_ae = trainer.evaluate(data)
     assert after_ae["ae"] < 0.7 * untrained["ae"], (untrained, after_ae)
+    # A run killed after its last save left records of steps it will train
+    # again, and a line cut short: resuming drops both from the loss log.
+    with trainer.log_path.open("a") as handle:
+        handle.write(json.dumps({"stage": "dynamics", "step": 7, "latent_loss": 1.0}) + '\n{"stage": "dyn')
+    resumed = Trainer(TrainConfig(**{**cfg.__dict__, "resume": True}))
+    assert (resumed.stage, resumed.step) == ("dynamics", 0)
+    records = [json.loads(line) for line in trainer.log_path.read_text().splitlines()]
+    assert records and {r["stage"] for r in records} == {"ae"}
     trainer.run(data, progress=False)
     trained = trainer.evaluate(data)
     assert trained["latent"] < 0.97 * after_ae["latent"], (after_ae, trained)
@@ -117,6 +142,21 @@ def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path: Path) -> None
     checkpoint.save(WorldModel(cfg), other)
     with pytest.raises(BackendError, match="different world-state layout"):
         checkpoint.load(other)
+    # A config whose picture does not tile into tokens: refused by name, not a reshape error.
+    tensors = load_file(str(checkpoint.SHIPPED))
+    metadata = checkpoint.read_metadata(checkpoint.SHIPPED)
+    bent = json.loads(metadata["config"]) | {"width": 250}
+    odd = tmp_path / "odd.safetensors"
+    save_file(tensors, str(odd), metadata=metadata | {"config": json.dumps(bent)})
+    with pytest.raises(BackendError, match="network config.*250x144"):
+        checkpoint.load(odd)
+    # Weights of another shape under the right config: refused, not half-loaded.
+    name = next(iter(tensors))
+    tensors[name] = torch.zeros(*[n + 1 for n in tensors[name].shape])
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(tensors, str(wrong), metadata=metadata)
+    with pytest.raises(BackendError, match=f"do not fit.*{name}"):
+        checkpoint.load(wrong)
 
 
 def test_the_kv_cache_keeps_sinks_and_a_fixed_window() -> None:

@@ -53,13 +53,22 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> WorldModel:
         raise BackendError(f"{path}: not a streambot world-model checkpoint")
     if metadata.get("version") != VERSION:
         raise BackendError(f"{path}: checkpoint format {metadata.get('version')} is not {VERSION}; retrain or upgrade")
-    cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
+    try:
+        cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
+        cfg.check()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendError(f"{path}: its network config is unreadable ({exc})") from None
     if tuple(cfg.state_layout) != STATE_LAYOUT or tuple(cfg.event_layout) != EVENT_LAYOUT:
         raise BackendError(
             f"{path}: trained on a different world-state layout than this engine draws from; "
             "retrain it with `streambot train`"
         )
     model = WorldModel(cfg)
+    own = model.state_dict()
+    bent = [name for name, tensor in tensors.items() if name in own and own[name].shape != tensor.shape]
+    if bent:
+        raise BackendError(f"{path}: weights do not fit the network its config describes "
+                           f"({bent[0]} is {tuple(tensors[bent[0]].shape)}, not {tuple(own[bent[0]].shape)})")
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise BackendError(f"{path}: weights do not fit the network (missing {missing[:3]}, unexpected {unexpected[:3]})")

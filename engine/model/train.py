@@ -139,7 +139,24 @@ class Trainer:
         self.ae_opt.load_state_dict(saved["ae_opt"])
         self.dyn_opt.load_state_dict(saved["dyn_opt"])
         self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
+        self._trim_log()
         log.info("resuming %s at stage %s, step %d", self.cfg.out, self.stage, self.step)
+
+    def _trim_log(self) -> None:
+        """Drop loss records written after the last save: the resumed run
+        trains those steps again and logs them itself."""
+        if not self.log_path.exists():
+            return
+        kept = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short when the run was killed
+            if record.get("stage") == self.stage and record.get("step", 0) > self.step:
+                continue
+            kept.append(line)
+        self.log_path.write_text("".join(line + "\n" for line in kept))
 
     def save(self) -> None:
         checkpoint.save(self.model, self.cfg.out, {"trained": json.dumps({
