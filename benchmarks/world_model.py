@@ -28,8 +28,9 @@ h after the one true picture the model ever sees.
    character's box (the full frame for weather): for the neural stream and, as
    the reference, for the deterministic one.
 4. Speed: ``NeuralBackend.render`` at 1280x720 and 1920x1080 (text on) for 1, 2
-   and 4 sampling steps with its parts timed on the real call, and the
-   deterministic renderer at 1280x720 in the same run.
+   and 4 sampling steps with its parts timed on the real call, in the precision
+   ``auto`` picks on this CPU, 1280x720 at 1 step in the other precision, and
+   the deterministic renderer at 1280x720 in the same run.
 5. The README artefacts: docs/neural-side-by-side.png and docs/neural-clip.mp4.
 
 Figures move with load; nothing is asserted.
@@ -61,6 +62,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine import catalog, simulation  # noqa: E402
+from engine.backend import bf16_is_native  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 from engine.events import Act, Action, DirectionEvent, Move, Recolor, SetWeather, Spawn, Wear  # noqa: E402
 from engine.model import checkpoint  # noqa: E402
@@ -497,8 +499,9 @@ class Stopwatch:
 
 
 def time_neural(session: Session, model_path: str, size: tuple[int, int], steps: int, warm: int, timed: int,
-                start: int) -> dict[str, float]:
-    backend = NeuralBackend(size[0], size[1], device="cpu", checkpoint_path=model_path, steps=steps, overlays=True)
+                start: int, precision: str) -> dict[str, float]:
+    backend = NeuralBackend(size[0], size[1], device="cpu", checkpoint_path=model_path, steps=steps, overlays=True,
+                            precision=precision)
     watch = Stopwatch()
     backend.state = watch.wrap("state map", backend.state)
     backend.model.sample = watch.wrap("sampling", backend.model.sample)
@@ -539,17 +542,22 @@ def report_speed(session: Session, model_path: str, quick: bool) -> None:
           f"({timed} frames of seed {session.seed} from frame {start} after {warm} warm-up, "
           f"{torch.get_num_threads()} torch threads)")
     parts = ("state map", "sampling", "decode", "upscale + text")
+    # Every size and step count in the precision ``auto`` picks here, then 720p
+    # at 1 step in the other one: what the choice is worth on this CPU.
+    native = "bf16" if bf16_is_native(torch.device("cpu")) else "fp32"
+    runs = [(size, s, native) for size in sizes for s in steps]
+    runs.append((sizes[0], 1, "fp32" if native == "bf16" else "bf16"))
     rows = []
-    for size in sizes:
-        for s in steps:
-            ms = time_neural(session, model_path, size, s, warm, timed, start)
-            other = ms["total"] - sum(ms.get(p, 0.0) for p in parts)
-            rows.append([f"neural {size[0]}x{size[1]}", str(s), *[fmt(ms.get(p, math.nan), 1) for p in parts],
-                         fmt(other, 1), fmt(ms["total"], 1), fmt(1000.0 / ms["total"], 1)])
+    for size, s, precision in runs:
+        ms = time_neural(session, model_path, size, s, warm, timed, start, precision)
+        other = ms["total"] - sum(ms.get(p, 0.0) for p in parts)
+        rows.append([f"neural {size[0]}x{size[1]}", str(s), precision, *[fmt(ms.get(p, math.nan), 1) for p in parts],
+                     fmt(other, 1), fmt(ms["total"], 1), fmt(1000.0 / ms["total"], 1)])
     det = time_deterministic(session, sizes[0], warm, timed, start)
-    rows.append([f"deterministic {sizes[0][0]}x{sizes[0][1]}", "-", *["" for _ in parts], "", fmt(det, 1),
+    rows.append([f"deterministic {sizes[0][0]}x{sizes[0][1]}", "-", "fp32", *["" for _ in parts], "", fmt(det, 1),
                  fmt(1000.0 / det, 1)])
-    table(["backend", "steps", *parts, "other", "total", "fps"], rows)
+    table(["backend", "steps", "precision", *parts, "other", "total", "fps"], rows)
+    print(f"(auto picks {native} on this CPU: AMX {'present' if native == 'bf16' else 'absent'})")
 
 
 # -- artefacts ------------------------------------------------------------------------
