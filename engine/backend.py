@@ -1,4 +1,4 @@
-"""The interface every frame backend implements, and device selection.
+"""The interface every frame backend implements, and device and precision selection.
 
 A backend turns a ``World`` into pixels. The deterministic torch renderer is the
 default; the learned world model sits beside it behind the same interface. The
@@ -49,14 +49,26 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 def bf16_is_native(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 faster than float32: CUDA, or a CPU
-    with AMX tiles. AVX512-BF16 alone does not count: oneDNN's bf16
-    convolutions ran about 1.5x slower than float32 on such a CPU."""
+    with AMX tiles. AVX512-BF16 alone does not count: the world model ran about
+    1.45x slower in bf16 than in float32 on such a CPU."""
     if device.type == "cuda":
         return True
     if device.type != "cpu":
         return False
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so probed softly
     return bool(probe()) if probe is not None else False
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """``auto`` takes bf16 where ``device`` computes it fast, else float32."""
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" or (precision == "auto" and bf16_is_native(device)):
+        return torch.bfloat16
+    return torch.float32
 
 
 BACKENDS = ("deterministic", "neural")

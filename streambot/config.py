@@ -48,8 +48,8 @@ class VideoConfig(_Section):
     # steps per frame (1 is fastest; up to 4 refine the picture).
     checkpoint: Path | None = None
     steps: int = Field(default=1, ge=1, le=4)
-    # auto: bf16 where the hardware computes it (CUDA, CPUs with AMX), else
-    # fp32. fp32 is slower but agrees most closely between machines.
+    # The world model's arithmetic (engine.backend.PRECISIONS): auto takes bf16
+    # where the hardware computes it fast (CUDA, CPUs with AMX), else fp32.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     @model_validator(mode="after")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from streambot.cli import DEMO_CONFIG
-from streambot.config import load_config, parse_config
+from engine.backend import PRECISIONS
+from streambot.config import VideoConfig, load_config, parse_config
 from streambot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +49,7 @@ def test_every_problem_is_reported_with_its_field_path() -> None:
     })
     assert "video.fps" in found
     assert "video.precision" in found and "fp32" in found["video.precision"]
+    assert get_args(VideoConfig.model_fields["precision"].annotation) == PRECISIONS  # one list of choices
     assert "server.prot" in found and "port" in found["server.prot"]  # did you mean
     assert "scene.weather" in found and "sunny" in found["scene.weather"]
     assert "scene.characters[1].name" in found

@@ -174,7 +174,7 @@ async def test_switching_backends_live_keeps_the_world(tmp_path: Path) -> None:
 
     token = "test-token-0123456789abcdef"
     config = parse_config({
-        "server": {"port": 0, "token": token}, "video": {"width": W, "height": H},
+        "server": {"port": 0, "token": token}, "video": {"width": W, "height": H, "precision": "bf16"},
         "outputs": {"mpegts": {"enabled": False}, "webrtc": {"enabled": False}},
         "store": {"path": str(tmp_path / "world.db")}, "scene": SCENE.model_dump(),
     })
@@ -187,6 +187,7 @@ async def test_switching_backends_live_keeps_the_world(tmp_path: Path) -> None:
             assert r.status == 200 and (await r.json())["backend"] == "neural"
         after = await app.state()
         assert after["video"]["backend"] == "neural"
+        assert app.loop.backend.dtype == torch.bfloat16  # the config's precision, not the hardware's default
         assert [e["id"] for e in after["entities"]] == [e["id"] for e in before["entities"]]
         assert after["tick"] >= before["tick"]
         seq = app.loop.frames.latest().seq

@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..backend import bf16_is_native, pick_device
-from ..errors import BackendError
+from ..backend import pick_device, pick_dtype
 from ..render import TorchRenderer
 from ..world import World, stable_seed
 from . import checkpoint
@@ -34,14 +33,7 @@ class NeuralBackend:
                  overlays: bool = True, precision: str = "auto") -> None:
         self.width, self.height = width, height
         self.device = pick_device(device)
-        # auto: bf16 where the hardware computes it fast (CUDA, CPUs with AMX),
-        # float32 elsewhere: a CPU with only AVX512-BF16 ran these convolutions
-        # about 1.5x slower in bf16. Either way one machine gives the same
-        # frames bit for bit.
-        if precision not in ("auto", "bf16", "fp32"):
-            raise BackendError(f"unknown precision {precision!r}; expected auto, bf16 or fp32")
-        bf16 = precision == "bf16" or (precision == "auto" and bf16_is_native(self.device))
-        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        self.dtype = pick_dtype(self.device, precision)
         self.model = checkpoint.load(checkpoint_path or checkpoint.SHIPPED, self.device).to(self.dtype)
         cfg = self.model.cfg
         self.cfg = cfg
