@@ -14,10 +14,12 @@ h after the one true picture the model ever sees.
    frame of the same tick, over the full frame and over the entity region
    (PSNR on the union of the characters' boxes; SSIM averaged over box crops at
    least 11 px on each side), averaged over frames h-2..h+2 and over sessions.
-   Two references from the same run: the autoencoder's reconstruction of the
-   true frame (decoder(encoder(truth), state map), the ceiling a perfect
-   dynamics model would reach) and frame 0 copied forever (a model that never
-   moves). Plus the slope of a straight-line fit to entity PSNR past frame 100.
+   Three references from the same run: the autoencoder's reconstruction of
+   the true backdrop with the figure network's characters on top
+   (decoder(encoder(true backdrop), state map) + figures: the ceiling a
+   perfect dynamics model would reach), the figure network's characters over
+   the true backdrop (what the figure layer alone loses), and frame 0 copied
+   forever (a model that never moves). Plus the slope of a straight-line fit to entity PSNR past frame 100.
 2. Identity: for characters on stage the whole rollout and never recoloured or
    re-dressed, the colour histogram (8x8x8 RGB bins, normalised) inside the
    character's box, neural against deterministic at the same tick (histogram
@@ -79,10 +81,11 @@ HORIZONS = (1, 10, 100, 1000)
 WINDOW = 2  # frames either side of a horizon
 PSNR_CAP = 60.0  # dB; identical pixels would otherwise be infinite (the copy reference at h=1)
 SLOPE_FROM = 100  # frame where the trend fit starts
-VARIANTS = ("neural", "recon", "copy")
+VARIANTS = ("neural", "recon", "figures", "copy")
 VARIANT_NAMES = {
     "neural": "neural stream",
-    "recon": "autoencoder reconstruction (ceiling)",
+    "recon": "autoencoder reconstruction + figures (ceiling)",
+    "figures": "figures over the true backdrop",
     "copy": "copy frame 0 (never moves)",
 }
 IDENTITY_SEARCH = 5  # frames either side of a horizon to find the character in view
@@ -331,9 +334,12 @@ def roll(session: Session, model_path: str, react_horizon: int, identity_horizon
         neural_frames[t] = neural
         truth = session.frames[t]
         state = backend.state(world).unsqueeze(0)
-        recon = model.decoder(model.encoder(truth.float().unsqueeze(0) / 255.0), state)
-        recon = (recon[0].clamp(0, 1) * 255.0).round().to(torch.uint8)
-        for key, value in score(truth, {"neural": neural, "recon": recon, "copy": first}, session.boxes[t]).items():
+        backdrop = session.backdrops[t].float().unsqueeze(0) / 255.0
+        recon = model.decoder(model.encoder(backdrop), state)[0].float()
+        pictures = {"neural": neural, "copy": first}
+        for name, under in (("recon", recon), ("figures", backdrop[0])):
+            pictures[name] = (backend._draw_figures(under, world) * 255.0).round().to(torch.uint8)
+        for key, value in score(truth, pictures, session.boxes[t]).items():
             metrics[key][t] = value
         ids = set(world.entities)
         present = ids if present is None else present & ids
@@ -506,6 +512,7 @@ def time_neural(session: Session, model_path: str, size: tuple[int, int], steps:
     backend.state = watch.wrap("state map", backend.state)
     backend.model.sample = watch.wrap("sampling", backend.model.sample)
     watch.hook("decode", backend.model.decoder)
+    backend._draw_figures = watch.wrap("figures", backend._draw_figures)
     backend._upscale = watch.wrap("upscale + text", backend._upscale)
     backend.text.draw_overlays = watch.wrap("upscale + text", backend.text.draw_overlays)
     total = 0.0
@@ -541,7 +548,7 @@ def report_speed(session: Session, model_path: str, quick: bool) -> None:
     print("\n## 4. Speed: ms per frame on the CPU, internal 256x144, text on "
           f"({timed} frames of seed {session.seed} from frame {start} after {warm} warm-up, "
           f"{torch.get_num_threads()} torch threads)")
-    parts = ("state map", "sampling", "decode", "upscale + text")
+    parts = ("state map", "sampling", "decode", "figures", "upscale + text")
     # Every size and step count in the precision ``auto`` picks here, then 720p
     # at 1 step in the other one: what the choice is worth on this CPU.
     native = "bf16" if bf16_is_native(torch.device("cpu")) else "fp32"

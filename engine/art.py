@@ -410,10 +410,14 @@ def pose_for(kind: str, action: str, age: float, phase_seed: int) -> tuple[Pose,
     return Pose(sy=breath, eyes=eyes), hover
 
 
+CHARACTER_CANVAS = (1.0, 1.75, 0.2)  # half width, height above the feet, room below them (units)
+
+
 def character_sprite(look: Look, pose: Pose, unit_px: float, facing: int, device: torch.device) -> Sprite:
     """Rasterise one frame of a character. ``unit_px`` already includes the
     identity size, depth scale, zoom and pop-in."""
-    c = Canvas(unit_px, half_width=1.0, height=1.75, below=0.2, lean=pose.lean, sx=pose.sx, sy=pose.sy)
+    half, height, below = CHARACTER_CANVAS
+    c = Canvas(unit_px, half_width=half, height=height, below=below, lean=pose.lean, sx=pose.sx, sy=pose.sy)
     DRAW[look.kind](c, look, pose)
     flip = facing < 0
     img, ax, ay = c.image(rotate=math.pi / 2 if pose.lying else 0.0, flip=flip)
@@ -423,6 +427,21 @@ def character_sprite(look: Look, pose: Pose, unit_px: float, facing: int, device
         rows = np.nonzero(a.max(axis=1) > 8)[0]
         ay = float(rows[-1] + 1) if len(rows) else ay
     return sprite_from_image(img, ax, ay, device, opacity=0.88 if look.kind == "ghost" else 1.0)
+
+
+def character_anchor(unit_px: int, facing: int, lying: bool) -> tuple[float, float]:
+    """Where the feet of ``character_sprite`` fall relative to the pixel ``blit``
+    puts its anchor on: (dx, dy) in pixels, each in [-0.5, 0.5]. The sprite's
+    anchor is rounded to a whole pixel; this is what the rounding moved, for
+    drawing the same character at the same sub-pixel place by other means."""
+    half, height, below = CHARACTER_CANVAS
+    tall = math.ceil((height + below) * unit_px)  # the canvas height in pixels, as ``Canvas`` sizes it
+    if lying:  # turned a quarter (see ``Canvas.image``): the old bottom edge is now the left one
+        ax = below * unit_px if facing < 0 else tall - below * unit_px
+        return ax - round(ax), 0.0  # the feet sit on the lowest row drawn
+    ax = math.ceil(2 * half * unit_px) / 2
+    ay = tall - below * unit_px
+    return ax - round(ax), ay - round(ay)
 
 
 # Eyes: (x, y) centres in units; ``r`` the radius of a pupil.

@@ -260,7 +260,7 @@ class TorchRenderer:
     name = "deterministic"
 
     def __init__(self, width: int = 1280, height: int = 720, device: str = "auto", seed: int = 0,
-                 cache_mb: int = 160, overlays: bool = True) -> None:
+                 cache_mb: int = 160, overlays: bool = True, figures: bool = True) -> None:
         if width % 2 or height % 2 or width < 256 or height < 144:
             raise BackendError(f"frame size must be even and at least 256x144, got {width}x{height}")
         self.width, self.height = int(width), int(height)
@@ -275,6 +275,9 @@ class TorchRenderer:
         self.tag_size = max(9, round(self.height * 0.0235))
         self.bubble_size = max(9, round(self.height * 0.025))
         self.overlays = overlays  # False: no text layer (see ``draw_overlays``)
+        # False: characters are left out (their shadows stay): the backdrop a
+        # learned figure layer draws them onto (``engine.model.figures``).
+        self.figures = figures
 
     def close(self) -> None:
         self._sprites = _LRU(self._sprites.budget)
@@ -325,6 +328,8 @@ class TorchRenderer:
             fog = fog_c * f if f > 0 else None
             if it.entity is not None:
                 self._draw_shadow(frame, it)
+                if not self.figures:
+                    continue
             art.blit(frame, it.sprite, it.x, it.y, k, fog)
             if it.glow is not None:
                 art.blit(frame, it.glow, it.x, it.y)

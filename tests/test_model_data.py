@@ -129,6 +129,22 @@ def test_entity_box_holds_the_entity(bare: TorchRenderer, kind: str, action: str
     assert inside >= 0.75 * int(diff.sum())  # and holds the body (a shadow may fall outside)
 
 
+def test_the_backdrop_leaves_the_characters_out_and_keeps_their_shadows(bare: TorchRenderer) -> None:
+    backdrop = TorchRenderer(W, H, device="cpu", overlays=False, figures=False)
+    w = busy()
+    empty = world(tick=w.tick, props=tuple(w.layout.props))
+    assert torch.equal(backdrop.render(empty), bare.render(empty))
+    full, back, nobody = bare.render(w), backdrop.render(w), bare.render(empty)
+    people = (full != nobody).any(0)
+    shadows = (back != nobody).any(0)
+    assert 0 < int(shadows.sum()) < 0.25 * int(people.sum())
+    # what differs from the empty stage is a shadow at some character's feet
+    feet = torch.zeros(H, W, dtype=torch.bool)
+    for _, x0, y0, x1, y1 in bare.entity_boxes(w):
+        feet[max(0, y1 - 12):y1 + 8, max(0, x0 - 4):x1 + 4] = True
+    assert not (shadows & ~feet).any()
+
+
 def test_entity_boxes_are_clipped_and_skip_the_unseen(bare: TorchRenderer) -> None:
     w = world(character(1, "Edge", x=16.0 - 8.0), character(2, "Gone", x=30.0), character(3, "Mid"))
     boxes = {b[0]: b[1:] for b in bare.entity_boxes(w)}
@@ -254,6 +270,16 @@ def test_session_shapes(session) -> None:
     assert session.states.shape == (T, len(STATE_LAYOUT), 36, 64) and session.states.dtype == torch.float16
     assert session.events.shape == (T, len(EVENT_LAYOUT)) and session.events.dtype == torch.float32
     assert len(session.boxes) == T and all(isinstance(b, list) for b in session.boxes)
+    assert session.backdrops.shape == session.frames.shape and session.backdrops.dtype == torch.uint8
+    # a figure for every character in view (and those at the edge, whose box is clipped away);
+    # the backdrop is the frame without them
+    assert len(session.figures) == T and any(session.figures)
+    for t in range(T):
+        assert len(session.figures[t]) >= len(session.boxes[t])
+        if not session.figures[t]:
+            assert torch.equal(session.frames[t], session.backdrops[t])
+        if session.boxes[t]:
+            assert not torch.equal(session.frames[t], session.backdrops[t])
     assert any(session.boxes) and session.journal
     # the event vector is set exactly at the ticks that had events
     ticks = {tick for tick, _ in session.journal}
@@ -263,6 +289,7 @@ def test_session_shapes(session) -> None:
 def test_session_is_deterministic_and_replays(session) -> None:
     again = generate(11, 150)
     assert digest(again.frames) == digest(session.frames)
+    assert digest(again.backdrops) == digest(session.backdrops) and again.figures == session.figures
     assert digest(again.states) == digest(session.states)
     assert torch.equal(again.events, session.events) and again.boxes == session.boxes
     assert [(t, e.model_dump()) for t, e in again.journal] == [(t, e.model_dump()) for t, e in session.journal]

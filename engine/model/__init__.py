@@ -1,3 +1,5 @@
 """The learned world model: a frame autoencoder and a causal latent dynamics
-model conditioned on the explicit world state, trained on sessions the engine
-plays and renders itself, and the ``neural`` backend that streams from it."""
+model for the backdrop, a figure network that draws the characters from their
+tokens, both conditioned on the explicit world state and trained on sessions
+the engine plays and renders itself, and the ``neural`` backend that streams
+from it."""

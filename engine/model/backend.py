@@ -2,17 +2,25 @@
 
 Each frame: the explicit world state is rasterised into the state map, the
 dynamics samples the next latent in ``steps`` steps (1-4) from the rolling KV
-cache, the decoder draws the internal picture (256x144 by default), which is
-upscaled to the output size, and the text layer (name tags, speech bubbles) is
-drawn on top by the deterministic renderer, because no small latent keeps text.
+cache, the decoder draws the backdrop of the internal picture (256x144 by
+default), the figure network draws every visible character over it from its
+token (``figures``), the picture is upscaled to the output size, and the text
+layer (name tags, speech bubbles) is drawn on top by the deterministic
+renderer, because no small latent keeps text.
+
+A character's canvas depends only on its token (look, pose, size), and poses
+repeat in cycles, so canvases are kept in a small cache: a crowd standing,
+walking or dancing costs a lookup per character most frames.
 
 The stream starts (and restarts after a switch, a take gone back to, or any
-jump in time) from a true frame: the deterministic render of the world is
-encoded and becomes the cache's sink. Sampling noise is seeded from the world
+jump in time) from a true backdrop: the deterministic render of the world
+without its characters is encoded and becomes the cache's sink. Sampling noise is seeded from the world
 seed and tick, so the same world and events give the same frames.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +29,7 @@ from ..backend import pick_device, pick_dtype
 from ..render import TorchRenderer
 from ..world import World, stable_seed
 from . import checkpoint
+from .figures import Figure, composite, figures_of
 from .network import KVCache
 from .state import StateEncoder, event_vector
 
@@ -42,7 +51,8 @@ class NeuralBackend:
         self.state = StateEncoder(w, h)
         # The text layer only; quality metrics turn it off to compare pictures alone.
         self.text = TorchRenderer(width, height, device="cpu", seed=seed) if overlays else None
-        self.truth = TorchRenderer(cfg.width, cfg.height, device="cpu", seed=seed, overlays=False)
+        self.truth = TorchRenderer(cfg.width, cfg.height, device="cpu", seed=seed, overlays=False, figures=False)
+        self.canvases: OrderedDict[tuple[float, ...], torch.Tensor] = OrderedDict()
         self.cache = KVCache(cfg.sinks, cfg.context)
         self.previous: torch.Tensor | None = None
         self.last_tick: int | None = None
@@ -70,8 +80,8 @@ class NeuralBackend:
         latent = self.model.sample(self.previous, state, events, self.cache, self.steps, generator)
         self.previous = latent
         self.last_tick = world.tick
-        small = self.model.decoder(latent, state)  # (1, 3, h, w) in [0, 1]
-        frame = self._upscale(small)
+        backdrop = self.model.decoder(latent, state)[0].float()  # (3, h, w) in [0, 1]
+        frame = self._upscale(self._draw_figures(backdrop, world).unsqueeze(0))
         if self.text is not None:
             self.text.draw_overlays(frame, world)
         return frame
@@ -80,6 +90,28 @@ class NeuralBackend:
         self.reset()
 
     # -- helpers ------------------------------------------------------------------------
+
+    CANVAS_CACHE = 512  # canvases kept (about 8 KB each)
+
+    def _draw_figures(self, backdrop: torch.Tensor, world: World) -> torch.Tensor:
+        figures = figures_of(world, self.cfg.width, self.cfg.height)
+        return composite(backdrop, figures, self._canvases(figures)) if figures else backdrop
+
+    def _canvases(self, figures: list[Figure]) -> torch.Tensor:
+        """(N, 4, H, W) float32 canvases for ``figures``, drawing only the new ones."""
+        cache = self.canvases
+        todo = list(dict.fromkeys(f.token for f in figures if f.token not in cache))
+        if todo:
+            drawn = self.model.figures(torch.tensor(todo, dtype=self.dtype, device=self.device)).float()
+            for token, canvas in zip(todo, drawn):
+                cache[token] = canvas
+        out = []
+        for f in figures:
+            cache.move_to_end(f.token)
+            out.append(cache[f.token])
+        while len(cache) > self.CANVAS_CACHE:
+            cache.popitem(last=False)
+        return torch.stack(out)
 
     def _prime(self, world: World) -> None:
         """Start from the truth: encode the deterministic picture of the world now."""

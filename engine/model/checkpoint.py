@@ -16,11 +16,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import BackendError
+from .figures import FIGURE_LAYOUT
 from .network import ModelConfig, WorldModel
 from .state import EVENT_LAYOUT, STATE_LAYOUT
 
 FORMAT = "streambot-world-model"
-VERSION = "1"
+VERSION = "2"  # 2: characters drawn by the figure network, the latent holds the backdrop
 SHIPPED = Path(__file__).resolve().parent / "weights" / "world-model.safetensors"
 
 
@@ -58,7 +59,8 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> WorldModel:
         cfg.check()
     except (KeyError, TypeError, ValueError) as exc:
         raise BackendError(f"{path}: its network config is unreadable ({exc})") from None
-    if tuple(cfg.state_layout) != STATE_LAYOUT or tuple(cfg.event_layout) != EVENT_LAYOUT:
+    if (tuple(cfg.state_layout), tuple(cfg.event_layout), tuple(cfg.figure_layout)) != \
+            (STATE_LAYOUT, EVENT_LAYOUT, FIGURE_LAYOUT):
         raise BackendError(
             f"{path}: trained on a different world-state layout than this engine draws from; "
             "retrain it with `streambot train`"

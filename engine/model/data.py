@@ -7,7 +7,9 @@ moves the camera) and records, for every tick, what the model must learn to
 produce and what it is given:
 
 * the frame, drawn by ``TorchRenderer`` without the text layer (text is drawn
-  on top of generated frames, never generated);
+  on top of generated frames, never generated), and the same frame without its
+  characters (the backdrop, shadows kept: what the latent stream learns);
+* the characters as figure tokens (``figures``: what the figure network draws);
 * the world-state map (``StateEncoder``) and the tick's event vector;
 * the entity boxes, for losses and metrics that look at the characters.
 
@@ -32,6 +34,7 @@ from ..events import (
 from ..render import TorchRenderer
 from ..scene import CharacterSpec, PropSpec, SceneSpec, build_world
 from ..world import World
+from .figures import Figure, figures_of
 from .state import StateEncoder, event_vector
 
 NAMES = (
@@ -259,6 +262,8 @@ class Session:
     tick_hz: int
     scene: SceneSpec  # the starting scene (``replay`` needs it)
     frames: torch.Tensor  # (T, 3, H, W) uint8, no text layer
+    backdrops: torch.Tensor  # (T, 3, H, W) uint8, the frames without their characters
+    figures: list[list[Figure]]  # per frame, far to near
     states: torch.Tensor  # (T, C, h, w) float16, STATE_LAYOUT
     events: torch.Tensor  # (T, E) float32, EVENT_LAYOUT
     boxes: list[list[tuple[int, int, int, int, int]]]  # per frame: (entity id, x0, y0, x1, y1)
@@ -273,18 +278,24 @@ def generate(seed: int, ticks: int, width: int = 256, height: int = 144, latent:
     """Play and record a session of ``ticks`` frames; ``latent`` is the (width,
     height) of the state map."""
     renderer = TorchRenderer(width, height, device="cpu", overlays=False)
+    backdrop = TorchRenderer(width, height, device="cpu", overlays=False, figures=False)
     encoder = StateEncoder(latent[0], latent[1], picture=(width, height))
     frames = torch.empty(ticks, 3, height, width, dtype=torch.uint8)
+    backdrops = torch.empty(ticks, 3, height, width, dtype=torch.uint8)
+    figures: list[list[Figure]] = []
     states = torch.empty(ticks, encoder.channels, latent[1], latent[0], dtype=torch.float16)
     events = torch.zeros(ticks, len(event_vector([])))
     boxes: list[list[tuple[int, int, int, int, int]]] = []
     journal: list[tuple[int, DirectionEvent]] = []
     for t, (world, applied, stamped) in enumerate(play(seed, ticks, tick_hz)):
         frames[t] = renderer.render(world)
+        backdrops[t] = backdrop.render(world)
+        figures.append(figures_of(world, width, height))
         states[t] = encoder(world)
         if applied:
             events[t] = event_vector(applied)
             journal.extend((e.tick, e) for e in stamped)
         boxes.append(renderer.entity_boxes(world))
     renderer.close()
-    return Session(seed, tick_hz, scene_of(seed), frames, states, events, boxes, journal)
+    backdrop.close()
+    return Session(seed, tick_hz, scene_of(seed), frames, backdrops, figures, states, events, boxes, journal)

@@ -1,6 +1,12 @@
-"""The learned world model: a frame autoencoder and a causal latent dynamics model.
+"""The learned world model: a frame autoencoder, a causal latent dynamics model
+and a figure network.
 
-    frame (3, H, W) --Encoder--> latent z (C, H/4, W/4) --Decoder(z, state)--> frame
+    backdrop (3, H, W) --Encoder--> latent z (C, H/4, W/4) --Decoder(z, state)--> backdrop
+    character token --FigureNet--> canvas, composited over the backdrop (``figures``)
+
+    The latent stream carries the scene without its characters (sky, weather,
+    set, props, shadows); the characters are drawn per token on top, so their
+    detail and identity never pass through a small, drifting latent.
 
     Dynamics: the next latent from the recent ones, causally, one frame at a time.
     Each frame is a grid of patch tokens; a frame's tokens attend to each other
@@ -29,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .figures import FIGURE_LAYOUT, FigureNet
+
 
 @dataclass
 class ModelConfig:
@@ -48,6 +56,8 @@ class ModelConfig:
     context: int = 3  # recent frames kept in the KV cache
     sinks: int = 1  # permanent frames at the start of the cache
     steps: int = 1  # default sampling steps (1-4)
+    figure_width: int = 96  # channels of the figure network's first canvas block
+    figure_layout: tuple[str, ...] = ()
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -326,6 +336,7 @@ class WorldModel(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.dynamics = Dynamics(cfg)
+        self.figures = FigureNet(len(cfg.figure_layout or FIGURE_LAYOUT), cfg.figure_width)
 
     @torch.no_grad()
     def sample(self, previous: torch.Tensor, state: torch.Tensor, events: torch.Tensor, cache: KVCache,

@@ -113,13 +113,14 @@ def _rgb(c: tuple[int, int, int]) -> tuple[float, float, float]:
 
 
 @lru_cache(maxsize=256)
-def _light(key: tuple) -> Light:
+def cached_light(key: tuple) -> Light:
     return light_for(key)
 
 
 @lru_cache(maxsize=4096)
-def _look_features(kind: str, skin: tuple, outfit: tuple, accent: tuple, hat: str, pattern: str,
-                   hair: tuple) -> tuple[float, ...]:
+def look_features(kind: str, skin: tuple, outfit: tuple, accent: tuple, hat: str, pattern: str,
+                  hair: tuple) -> tuple[float, ...]:
+    """A character's look as numbers: its four colours in [-1, 1], kind, hat, pattern."""
     return (*_rgb(outfit), *_rgb(accent), *_rgb(skin), *_rgb(hair), *KIND_CODE.get(kind, KIND_CODE["human"]),
             *HAT_CODE.get(hat, HAT_CODE["none"]), float(pattern == "stripes"), float(pattern == "dots"))
 
@@ -215,8 +216,8 @@ class StateEncoder:
             x0, y0, x1, y1 = body_extent(spot)
             ident = e.identity
             hair = art.look_of(spot.kind, ident).hair
-            look = _look_features(spot.kind, tuple(ident.skin), tuple(ident.outfit), tuple(ident.accent),
-                                  ident.hat, ident.pattern, hair)
+            look = look_features(spot.kind, tuple(ident.skin), tuple(ident.outfit), tuple(ident.accent),
+                                 ident.hat, ident.pattern, hair)
             act = [0.0] * len(actions)
             if e.action in actions:
                 act[actions.index(e.action)] = 1.0
@@ -251,7 +252,7 @@ class StateEncoder:
         """``out``: the GLOBAL_LAYOUT channels."""
         at = _GLOBAL_INDEX
         key = light_key(world)
-        light = _light(key)
+        light = cached_light(key)
         pw, ph = self.picture
         secs = world.tick / max(1, world.tick_hz)
         tod = 2 * math.pi * key[0] / catalog.TIME_OF_DAY_HOURS

@@ -1,10 +1,10 @@
 """Training the world model on sessions the engine plays and renders itself.
 
-Two stages, each on a time budget:
+Three stages, each on a time budget:
 
-1. autoencoder: frames to latents and back, the decoder also reading the state
-   map; the loss is weighted toward entities (a full-frame loss lets the sky
-   win and draws every character as a blob).
+1. autoencoder: backdrops (frames without their characters) to latents and
+   back, the decoder also reading the state map; the loss is weighted toward
+   the boxes where characters stand (their shadows and what shows around them).
 2. dynamics: the next latent from the recent ones, the state map and the
    events. Each frame of a training sequence gets its own noise level (so one
    step from noise and several refining steps both work), the previous latents
@@ -12,6 +12,8 @@ Two stages, each on a time budget:
    half the sequences are rolled out on the model's own predictions, which is
    what a live stream feeds it (training against drift, not only one-step
    error). The decoder is fine-tuned on predicted latents at the same time.
+3. figures: the figure network draws each frame's characters from their
+   tokens over the true backdrop, against the true frame (``figures``).
 
 Progress goes to a progress bar and to ``<checkpoint>.log.jsonl``; the optimiser
 state sits beside the checkpoint in ``<checkpoint>.train.pt`` so a run resumes.
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .data import Session, generate
+from .figures import FIGURE_LAYOUT, Figure, composite, tokens_of
 from .network import ModelConfig, WorldModel
 from .state import EVENT_LAYOUT, STATE_LAYOUT
 
@@ -49,14 +52,17 @@ class TrainConfig:
     seed: int = 1
     ae_minutes: float = 10.0
     dynamics_minutes: float = 15.0
+    figure_minutes: float = 10.0
     ae_batch: int = 12
     sequence: int = 6  # frames per dynamics training sequence
     dynamics_batch: int = 6
+    figure_batch: int = 8  # frames per step
     lr: float = 2e-3
     context_noise: float = 0.5  # max std of the noise put on previous latents
     # Step limits end a stage early (reproducible short runs); minutes always apply.
     ae_steps: int | None = None
     dynamics_steps: int | None = None
+    figure_steps: int | None = None
     resume: bool = True
     threads: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -65,6 +71,8 @@ class TrainConfig:
 @dataclass
 class Data:
     frames: torch.Tensor  # (N, 3, H, W) uint8
+    backdrops: torch.Tensor  # (N, 3, H, W) uint8, without the characters
+    figures: list[list[Figure]]  # per frame
     states: torch.Tensor  # (N, S, h, w) float16
     events: torch.Tensor  # (N, E) float32
     weights: torch.Tensor  # (N, 1, H, W) uint8: 1 inside entity boxes
@@ -79,13 +87,15 @@ class Data:
 def build_data(cfg: TrainConfig, progress: bool = True) -> Data:
     mc = cfg.model
     h, w = mc.latent_size
-    frames, states, events, weights, starts = [], [], [], [], []
+    frames, backdrops, figures, states, events, weights, starts = [], [], [], [], [], [], []
     count = 0
     for index in tqdm(range(cfg.sessions), desc="playing sessions", unit="session", disable=not progress):
         session: Session = generate(cfg.seed * 1000 + index, cfg.ticks, mc.width, mc.height, (w, h))
         starts.append(count)
         count += len(session.frames)
         frames.append(session.frames)
+        backdrops.append(session.backdrops)
+        figures.extend(session.figures)
         states.append(session.states)
         events.append(session.events)
         mask = torch.zeros(len(session.frames), 1, mc.height, mc.width, dtype=torch.uint8)
@@ -93,7 +103,8 @@ def build_data(cfg: TrainConfig, progress: bool = True) -> Data:
             for _, x0, y0, x1, y1 in boxes:
                 mask[t, 0, y0:y1, x0:x1] = 1
         weights.append(mask)
-    return Data(torch.cat(frames), torch.cat(states), torch.cat(events), torch.cat(weights), starts)
+    return Data(torch.cat(frames), torch.cat(backdrops), figures, torch.cat(states), torch.cat(events),
+                torch.cat(weights), starts)
 
 
 def weighted(error: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -113,10 +124,11 @@ class Trainer:
         mc = cfg.model
         mc.state_layout, mc.event_layout = STATE_LAYOUT, EVENT_LAYOUT
         mc.state_channels, mc.event_dims = len(STATE_LAYOUT), len(EVENT_LAYOUT)
+        mc.figure_layout = FIGURE_LAYOUT
         self.model = WorldModel(mc)
         self.stage = "ae"
         self.step = 0
-        self.elapsed = {"ae": 0.0, "dynamics": 0.0}
+        self.elapsed = {"ae": 0.0, "dynamics": 0.0, "figures": 0.0}
         self.history: list[dict] = []
         self.log_every = 25  # steps between loss records (and the first step of each stage)
         self.ae_opt = torch.optim.AdamW([*self.model.encoder.parameters(), *self.model.decoder.parameters()], lr=cfg.lr)
@@ -125,6 +137,7 @@ class Trainer:
              {"params": self.model.decoder.parameters(), "lr": cfg.lr * 0.25}],
             lr=cfg.lr, weight_decay=0.01,
         )
+        self.fig_opt = torch.optim.AdamW(self.model.figures.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.rng = random.Random(cfg.seed)
         self.log_path = cfg.out.with_name(cfg.out.name + ".log.jsonl")
         self.state_path = cfg.out.with_name(cfg.out.name + ".train.pt")
@@ -138,6 +151,7 @@ class Trainer:
         self.model.load_state_dict(checkpoint.load(self.cfg.out).state_dict())
         self.ae_opt.load_state_dict(saved["ae_opt"])
         self.dyn_opt.load_state_dict(saved["dyn_opt"])
+        self.fig_opt.load_state_dict(saved["fig_opt"])
         self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
         self._trim_log()
         log.info("resuming %s at stage %s, step %d", self.cfg.out, self.stage, self.step)
@@ -163,7 +177,8 @@ class Trainer:
             "stage": self.stage, "step": self.step, "minutes": {k: round(v / 60, 2) for k, v in self.elapsed.items()},
             "sessions": self.cfg.sessions, "ticks": self.cfg.ticks, "seed": self.cfg.seed,
         })})
-        torch.save({"ae_opt": self.ae_opt.state_dict(), "dyn_opt": self.dyn_opt.state_dict(), "stage": self.stage,
+        torch.save({"ae_opt": self.ae_opt.state_dict(), "dyn_opt": self.dyn_opt.state_dict(),
+                    "fig_opt": self.fig_opt.state_dict(), "stage": self.stage,
                     "step": self.step, "elapsed": self.elapsed, "train": {k: str(v) for k, v in asdict(self.cfg).items()}},
                    self.state_path)
 
@@ -182,6 +197,10 @@ class Trainer:
             self.save()
         if self.stage == "dynamics" and stop_after != "ae":
             self.train_dynamics(data, progress)
+            self.stage, self.step = "figures", 0
+            self.save()
+        if self.stage == "figures" and stop_after not in ("ae", "dynamics"):
+            self.train_figures(data, progress)
             self.stage = "done"
             self.save()
         return self.history[-1] if self.history else {}
@@ -200,7 +219,7 @@ class Trainer:
         while self.elapsed["ae"] < total and (self.cfg.ae_steps is None or self.step < self.cfg.ae_steps):
             started = time.perf_counter()
             index = torch.tensor([self.rng.randrange(n) for _ in range(self.cfg.ae_batch)])
-            frames = _pixels(data.frames[index])
+            frames = _pixels(data.backdrops[index])
             state = data.states[index].float()
             weight = data.weights[index].float()
             recon = model.decoder(model.encoder(frames), state)
@@ -224,7 +243,7 @@ class Trainer:
     @torch.no_grad()
     def _latents(self, data: Data) -> torch.Tensor:
         self.model.eval()
-        out = [self.model.encoder(_pixels(data.frames[i : i + 64])) for i in range(0, len(data.frames), 64)]
+        out = [self.model.encoder(_pixels(data.backdrops[i : i + 64])) for i in range(0, len(data.backdrops), 64)]
         self.model.train()
         return torch.cat(out)
 
@@ -253,6 +272,29 @@ class Trainer:
                 self.save()
         bar.close()
 
+    def train_figures(self, data: Data, progress: bool = True) -> None:
+        total, bar = self._budget("figures", self.cfg.figure_minutes, progress)
+        model, opt, cfg = self.model, self.fig_opt, self.cfg
+        drawn = [i for i, figs in enumerate(data.figures) if figs]
+        while self.elapsed["figures"] < total and (cfg.figure_steps is None or self.step < cfg.figure_steps):
+            started = time.perf_counter()
+            loss = figure_loss(model, data, [self.rng.choice(drawn) for _ in range(cfg.figure_batch)])
+            self._lr(opt, self.elapsed["figures"] / total)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.figures.parameters(), 1.0)
+            opt.step()
+            self.step += 1
+            self.elapsed["figures"] += time.perf_counter() - started
+            bar.update(round(self.elapsed["figures"]) - bar.n)
+            bar.set_postfix(loss=f"{loss.item():.4f}", step=self.step)
+            if self.step == 1 or self.step % self.log_every == 0:
+                self._log({"stage": "figures", "step": self.step, "loss": round(loss.item(), 5),
+                           "minutes": round(self.elapsed["figures"] / 60, 2)})
+            if self.step % 200 == 0:
+                self.save()
+        bar.close()
+
     @torch.no_grad()
     def evaluate(self, data: Data, sequences: int = 16, seed: int = 0) -> dict[str, float]:
         """Losses on fixed sequences with fixed noise: comparable across a run."""
@@ -261,12 +303,14 @@ class Trainer:
         picks = random.Random(seed).sample(batches.starts, min(sequences, len(batches.starts)))
         generator = torch.Generator().manual_seed(seed)
         latent_loss, pixel_loss = batches.losses(self.model, picks, rollout=True, generator=generator)
-        frames = _pixels(data.frames[torch.tensor([p for p in picks])])
+        frames = _pixels(data.backdrops[torch.tensor(picks)])
         state = data.states[torch.tensor(picks)].float()
         recon = self.model.decoder(self.model.encoder(frames), state)
         ae = weighted((recon - frames).abs() + 4 * (recon - frames) ** 2, data.weights[torch.tensor(picks)].float())
+        drawn = [i for i, figs in enumerate(data.figures) if figs]
+        figures = figure_loss(self.model, data, random.Random(seed).sample(drawn, min(sequences, len(drawn))))
         self.model.train()
-        return {"ae": ae.item(), "latent": latent_loss.item(), "pixel": pixel_loss.item()}
+        return {"ae": ae.item(), "latent": latent_loss.item(), "pixel": pixel_loss.item(), "figures": figures.item()}
 
     def _lr(self, opt: torch.optim.Optimizer, progress: float) -> None:
         # Warm up for the first 3 %, then a cosine down to a tenth.
@@ -314,10 +358,25 @@ class DynamicsBatches:
         predicted = model.dynamics.forward_sequence(noisy, previous_noisy, state, events, tau)
         latent_loss = weighted((predicted - target) ** 2, self.latent_weight[window])
         # Decode one predicted frame per sequence so the decoder learns what the dynamics draws.
-        frames = _pixels(data.frames[window[:, -1]])
+        frames = _pixels(data.backdrops[window[:, -1]])
         decoded = model.decoder(predicted[:, -1], state[:, -1])
         pixel_loss = weighted((decoded - frames).abs(), data.weights[window[:, -1]].float())
         return latent_loss, pixel_loss
+
+
+def figure_loss(model: WorldModel, data: Data, picks: list[int]) -> torch.Tensor:
+    """The frames ``picks`` drawn as their true backdrops plus the figure
+    network's characters, against the true frames; weighted toward the boxes."""
+    figures = [data.figures[i] for i in picks]
+    canvases = model.figures(tokens_of([f for figs in figures for f in figs]))
+    drawn, start = [], 0
+    for i, figs in zip(picks, figures):
+        drawn.append(composite(_pixels(data.backdrops[i]), figs, canvases[start:start + len(figs)]))
+        start += len(figs)
+    index = torch.tensor(picks)
+    truth = _pixels(data.frames[index])
+    error = torch.stack(drawn) - truth
+    return weighted(error.abs() + 4 * error ** 2, data.weights[index].float())
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
