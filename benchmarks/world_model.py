@@ -19,7 +19,8 @@ h after the one true picture the model ever sees.
    (decoder(encoder(true backdrop), state map) + figures: the ceiling a
    perfect dynamics model would reach), the figure network's characters over
    the true backdrop (what the figure layer alone loses), and frame 0 copied
-   forever (a model that never moves). Plus the slope of a straight-line fit to entity PSNR past frame 100.
+   forever (a model that never moves). Plus the slope of a straight-line fit
+   to entity PSNR past frame 100.
 2. Identity: for characters on stage the whole rollout and never recoloured or
    re-dressed, the colour histogram (8x8x8 RGB bins, normalised) inside the
    character's box, neural against deterministic at the same tick (histogram

@@ -53,6 +53,12 @@ def depth_scale(depth: float) -> float:
     return 1.0 - DEPTH_SHRINK * min(1.0, max(0.0, depth))
 
 
+def fog_veil(light: Light, depth: float) -> float:
+    """How much of the fog colour veils a sprite at ``depth`` (0: none): its
+    colour is scaled by 1 - veil and ``fog_colour * veil`` is added where it covers."""
+    return light.fog * (0.1 + 0.55 * depth)
+
+
 # -- where things go on screen -------------------------------------------------------
 
 POP_SECONDS = 0.4
@@ -322,7 +328,7 @@ class TorchRenderer:
         for it in items:
             if it.static:
                 continue
-            f = light.fog * (0.1 + 0.55 * it.depth)
+            f = fog_veil(light, it.depth)
             base = tint if it.prop is not None else ctint
             k = torch.tensor([c * (1 - f) for c in base], device=self.device).view(3, 1, 1)
             fog = fog_c * f if f > 0 else None
@@ -449,7 +455,7 @@ class TorchRenderer:
         bg[:, hz:].copy_(ground[:, :, g:g + W])
         fog_c = torch.tensor(light.fog_colour, device=self.device).view(3, 1, 1)
         for it in static:
-            f = light.fog * (0.1 + 0.55 * it.depth)
+            f = fog_veil(light, it.depth)
             k = torch.tensor([c * (1 - f) for c in light.tint], device=self.device).view(3, 1, 1)
             art.blit(bg, it.sprite, it.x, it.y, k, fog_c * f if f > 0 else None)
             if it.glow is not None:

@@ -14,8 +14,9 @@ walking or dancing costs a lookup per character most frames.
 
 The stream starts (and restarts after a switch, a take gone back to, or any
 jump in time) from a true backdrop: the deterministic render of the world
-without its characters is encoded and becomes the cache's sink. Sampling noise is seeded from the world
-seed and tick, so the same world and events give the same frames.
+without its characters is encoded and becomes the cache's sink. Sampling
+noise is seeded from the world seed and tick, so the same world and events
+give the same frames.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import art
-from ..render import View, entity_spots, view_of
+from ..render import entity_spots, fog_veil, view_of
 from ..stage import light_key
 from ..world import World
 from .state import cached_light, look_features
@@ -80,9 +80,9 @@ def pose_features(pose: art.Pose) -> tuple[float, ...]:
             (pose.wings or 0.0) * 2, float(pose.wings is not None), float(pose.sit), float(pose.lying), pose.tail)
 
 
-def figures_of(world: World, width: int, height: int, view: View | None = None) -> list[Figure]:
+def figures_of(world: World, width: int, height: int) -> list[Figure]:
     """Every visible character, far to near (the order they are drawn in)."""
-    view = view or view_of(world, width, height)
+    view = view_of(world, width, height)
     spots = entity_spots(world, view)
     if not spots:
         return []
@@ -94,7 +94,7 @@ def figures_of(world: World, width: int, height: int, view: View | None = None) 
         hair = art.look_of(spot.kind, ident).hair
         look = look_features(spot.kind, tuple(ident.skin), tuple(ident.outfit), tuple(ident.accent),
                              ident.hat, ident.pattern, hair)
-        f = light.fog * (0.1 + 0.55 * spot.depth)
+        f = fog_veil(light, spot.depth)
         token = (*look, *pose_features(spot.pose), math.log2(spot.unit / UNIT))
         facing = -1 if e.facing < 0 else 1
         dx, dy = art.character_anchor(spot.unit, facing, spot.pose.lying)
@@ -137,7 +137,6 @@ class FigureNet(nn.Module):
 
     def __init__(self, features: int = len(FIGURE_LAYOUT), width: int = 96, cond: int = 256) -> None:
         super().__init__()
-        self.features = features
         self.mlp = nn.Sequential(nn.Linear(features, cond), nn.SiLU(), nn.Linear(cond, cond), nn.SiLU())
         self.c0 = width
         self.seed = nn.Linear(cond, width * (CANVAS_H // 8) * (CANVAS_W // 8))

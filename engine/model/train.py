@@ -28,6 +28,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +83,10 @@ class Data:
         """Start indices of windows that stay inside one session."""
         ends = self.starts[1:] + [len(self.frames)]
         return [i for s, e in zip(self.starts, ends) for i in range(s + 1, e - length + 1)]
+
+    def with_figures(self) -> list[int]:
+        """Indices of the frames with someone to draw."""
+        return [i for i, figs in enumerate(self.figures) if figs]
 
 
 def build_data(cfg: TrainConfig, progress: bool = True) -> Data:
@@ -211,34 +216,47 @@ class Trainer:
         bar.update(round(self.elapsed[stage]))
         return total, bar
 
-    def train_autoencoder(self, data: Data, progress: bool = True) -> None:
-        total, bar = self._budget("ae", self.cfg.ae_minutes, progress)
-        model, opt = self.model, self.ae_opt
-        model.train()
-        n = len(data.frames)
-        while self.elapsed["ae"] < total and (self.cfg.ae_steps is None or self.step < self.cfg.ae_steps):
+    def _train_stage(self, stage: str, minutes: float, max_steps: int | None, opt: torch.optim.Optimizer,
+                     step: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]], save_every: int,
+                     progress: bool) -> None:
+        """The loop every stage shares, on the stage's time budget: ``step``
+        returns the loss to optimise and the parts to log; gradients are
+        clipped over what ``opt`` steps (other parameters may hold stale
+        gradients from an earlier stage)."""
+        total, bar = self._budget(stage, minutes, progress)
+        params = [p for group in opt.param_groups for p in group["params"]]
+        while self.elapsed[stage] < total and (max_steps is None or self.step < max_steps):
             started = time.perf_counter()
-            index = torch.tensor([self.rng.randrange(n) for _ in range(self.cfg.ae_batch)])
-            frames = _pixels(data.backdrops[index])
-            state = data.states[index].float()
-            weight = data.weights[index].float()
-            recon = model.decoder(model.encoder(frames), state)
-            loss = weighted((recon - frames).abs() + 4 * (recon - frames) ** 2, weight)
-            self._lr(opt, self.elapsed["ae"] / total)
+            loss, parts = step()
+            self._lr(opt, self.elapsed[stage] / total)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             self.step += 1
-            spent = time.perf_counter() - started
-            self.elapsed["ae"] += spent
-            bar.update(round(self.elapsed["ae"]) - bar.n)
-            bar.set_postfix(loss=f"{loss.item():.4f}", step=self.step)
+            self.elapsed[stage] += time.perf_counter() - started
+            bar.update(round(self.elapsed[stage]) - bar.n)
+            bar.set_postfix({name: f"{value.item():.4f}" for name, value in parts.items()}, step=self.step)
             if self.step == 1 or self.step % self.log_every == 0:
-                self._log({"stage": "ae", "step": self.step, "loss": round(loss.item(), 5), "minutes": round(self.elapsed["ae"] / 60, 2)})
-            if self.step % 200 == 0:
+                self._log({"stage": stage, "step": self.step, **{name: round(value.item(), 5) for name, value in parts.items()},
+                           "minutes": round(self.elapsed[stage] / 60, 2)})
+            if self.step % save_every == 0:
                 self.save()
         bar.close()
+
+    def train_autoencoder(self, data: Data, progress: bool = True) -> None:
+        model, cfg = self.model, self.cfg
+        model.train()
+        n = len(data.frames)
+
+        def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            index = torch.tensor([self.rng.randrange(n) for _ in range(cfg.ae_batch)])
+            frames = _pixels(data.backdrops[index])
+            recon = model.decoder(model.encoder(frames), data.states[index].float())
+            loss = weighted((recon - frames).abs() + 4 * (recon - frames) ** 2, data.weights[index].float())
+            return loss, {"loss": loss}
+
+        self._train_stage("ae", cfg.ae_minutes, cfg.ae_steps, self.ae_opt, step, 200, progress)
 
     @torch.no_grad()
     def _latents(self, data: Data) -> torch.Tensor:
@@ -248,52 +266,24 @@ class Trainer:
         return torch.cat(out)
 
     def train_dynamics(self, data: Data, progress: bool = True) -> None:
-        total, bar = self._budget("dynamics", self.cfg.dynamics_minutes, progress)
         batches = DynamicsBatches(self.cfg, data, self._latents(data))
-        model, opt, cfg = self.model, self.dyn_opt, self.cfg
-        while self.elapsed["dynamics"] < total and (cfg.dynamics_steps is None or self.step < cfg.dynamics_steps):
-            started = time.perf_counter()
+        cfg = self.cfg
+
+        def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             picks = [self.rng.choice(batches.starts) for _ in range(cfg.dynamics_batch)]
-            latent_loss, pixel_loss = batches.losses(model, picks, rollout=self.rng.random() < 0.5)
-            loss = latent_loss + 0.5 * pixel_loss
-            self._lr(opt, self.elapsed["dynamics"] / total)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            self.step += 1
-            self.elapsed["dynamics"] += time.perf_counter() - started
-            bar.update(round(self.elapsed["dynamics"]) - bar.n)
-            bar.set_postfix(latent=f"{latent_loss.item():.4f}", pixel=f"{pixel_loss.item():.4f}", step=self.step)
-            if self.step == 1 or self.step % self.log_every == 0:
-                self._log({"stage": "dynamics", "step": self.step, "latent_loss": round(latent_loss.item(), 5),
-                           "pixel_loss": round(pixel_loss.item(), 5), "minutes": round(self.elapsed["dynamics"] / 60, 2)})
-            if self.step % 100 == 0:
-                self.save()
-        bar.close()
+            latent_loss, pixel_loss = batches.losses(self.model, picks, rollout=self.rng.random() < 0.5)
+            return latent_loss + 0.5 * pixel_loss, {"latent_loss": latent_loss, "pixel_loss": pixel_loss}
+
+        self._train_stage("dynamics", cfg.dynamics_minutes, cfg.dynamics_steps, self.dyn_opt, step, 100, progress)
 
     def train_figures(self, data: Data, progress: bool = True) -> None:
-        total, bar = self._budget("figures", self.cfg.figure_minutes, progress)
-        model, opt, cfg = self.model, self.fig_opt, self.cfg
-        drawn = [i for i, figs in enumerate(data.figures) if figs]
-        while self.elapsed["figures"] < total and (cfg.figure_steps is None or self.step < cfg.figure_steps):
-            started = time.perf_counter()
-            loss = figure_loss(model, data, [self.rng.choice(drawn) for _ in range(cfg.figure_batch)])
-            self._lr(opt, self.elapsed["figures"] / total)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.figures.parameters(), 1.0)
-            opt.step()
-            self.step += 1
-            self.elapsed["figures"] += time.perf_counter() - started
-            bar.update(round(self.elapsed["figures"]) - bar.n)
-            bar.set_postfix(loss=f"{loss.item():.4f}", step=self.step)
-            if self.step == 1 or self.step % self.log_every == 0:
-                self._log({"stage": "figures", "step": self.step, "loss": round(loss.item(), 5),
-                           "minutes": round(self.elapsed["figures"] / 60, 2)})
-            if self.step % 200 == 0:
-                self.save()
-        bar.close()
+        drawn, cfg = data.with_figures(), self.cfg
+
+        def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            loss = figure_loss(self.model, data, [self.rng.choice(drawn) for _ in range(cfg.figure_batch)])
+            return loss, {"loss": loss}
+
+        self._train_stage("figures", cfg.figure_minutes, cfg.figure_steps, self.fig_opt, step, 200, progress)
 
     @torch.no_grad()
     def evaluate(self, data: Data, sequences: int = 16, seed: int = 0) -> dict[str, float]:
@@ -307,7 +297,7 @@ class Trainer:
         state = data.states[torch.tensor(picks)].float()
         recon = self.model.decoder(self.model.encoder(frames), state)
         ae = weighted((recon - frames).abs() + 4 * (recon - frames) ** 2, data.weights[torch.tensor(picks)].float())
-        drawn = [i for i, figs in enumerate(data.figures) if figs]
+        drawn = data.with_figures()
         figures = figure_loss(self.model, data, random.Random(seed).sample(drawn, min(sequences, len(drawn))))
         self.model.train()
         return {"ae": ae.item(), "latent": latent_loss.item(), "pixel": pixel_loss.item(), "figures": figures.item()}
