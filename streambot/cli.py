@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--sessions", type=int, default=16, help="random sessions to play (default 16)")
     train.add_argument("--ticks", type=int, default=400, help="ticks per session (default 400)")
     train.add_argument("--ae-minutes", type=float, default=10.0, help="time for the autoencoder stage")
+    train.add_argument("--prior-minutes", type=float, default=8.0, help="time for the state prior stage")
     train.add_argument("--dynamics-minutes", type=float, default=15.0, help="time for the dynamics stage")
     train.add_argument("--figure-minutes", type=float, default=10.0, help="time for the figure network stage")
     train.add_argument("--seed", type=int, default=1)
@@ -127,7 +128,8 @@ def _train(args: argparse.Namespace) -> int:
     from engine.model.train import TrainConfig, train
 
     cfg = TrainConfig(sessions=args.sessions, ticks=args.ticks, seed=args.seed, ae_minutes=args.ae_minutes,
-                      dynamics_minutes=args.dynamics_minutes, figure_minutes=args.figure_minutes,
+                      prior_minutes=args.prior_minutes, dynamics_minutes=args.dynamics_minutes,
+                      figure_minutes=args.figure_minutes,
                       resume=not args.fresh)
     if args.out is not None:
         cfg.out = args.out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from engine import simulation
 from engine.backend import bf16_is_native
 from engine.errors import BackendError
-from engine.events import DirectionEvent, Move, Recolor, Role, SetWeather, Spawn
+from engine.events import DirectionEvent, Move, Recolor, Role, SetTime, SetWeather, Spawn
 from engine.loop import FrameLoop
 from engine.model import checkpoint
 from engine.model.backend import NeuralBackend
@@ -104,6 +105,29 @@ def test_a_recolour_shows_at_once_and_stays() -> None:
         assert shown > 0.02 and drawn > 0.6 * shown, (i, shown, drawn, runs)
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 10 * math.log10(255.0 ** 2 / float(((a.float() - b.float()) ** 2).mean()))
+
+
+def test_the_stream_holds_the_scene_and_follows_the_light() -> None:
+    """Hundreds of frames on, and after dusk falls, the generated stream is
+    still the picture of the world: not a haze, not the afternoon it began in."""
+    neural = NeuralBackend(W, H, device="cpu", overlays=False)
+    truth = TorchRenderer(W, H, device="cpu", overlays=False)
+    world = build_world(SCENE, 30)
+    seen = {}
+    for tick in range(240):
+        if tick == 60:
+            event = ev(SetTime(hour=20.5))
+            simulation.apply(world, event, SCENE)
+            neural.note_events([event.action])
+        simulation.step(world)
+        frame = neural.render(world)
+        if tick in (5, 239):
+            seen[tick] = psnr(frame, truth.render(world))
+    assert seen[239] > 20.0 and seen[239] > seen[5] - 4.0, seen
+
+
 def test_frames_have_the_output_size_and_text_on_top() -> None:
     world = build_world(SCENE, 30)
     with_text = NeuralBackend(W, H, device="cpu").render(world)
@@ -130,9 +154,10 @@ def test_precision_is_chosen_by_the_hardware_or_the_config() -> None:
 
 def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     cfg = TrainConfig(
-        out=tmp_path / "tiny.safetensors", sessions=2, ticks=40, ae_minutes=3, dynamics_minutes=3, figure_minutes=3,
-        ae_steps=80, dynamics_steps=200, figure_steps=60, ae_batch=4, dynamics_batch=4, figure_batch=4, sequence=4,
-        lr=4e-3, resume=False, model=ModelConfig(ae_width=16, d_model=64, heads=2, layers=1, figure_width=24),
+        out=tmp_path / "tiny.safetensors", sessions=2, ticks=40, ae_minutes=3, prior_minutes=3, dynamics_minutes=3,
+        figure_minutes=3, ae_steps=80, prior_steps=60, dynamics_steps=200, figure_steps=60, ae_batch=4, prior_batch=4,
+        dynamics_batch=4, figure_batch=4, sequence=4, lr=4e-3, resume=False,
+        model=ModelConfig(ae_width=16, d_model=64, heads=2, layers=1, figure_width=24, prior_width=16),
     )
     trainer = Trainer(cfg)
     trainer.log_every = 5
@@ -145,15 +170,18 @@ def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     # A run killed after its last save left records of steps it will train
     # again, and a line cut short: resuming drops both from the loss log.
     with trainer.log_path.open("a") as handle:
-        handle.write(json.dumps({"stage": "dynamics", "step": 7, "latent_loss": 1.0}) + '\n{"stage": "dyn')
+        handle.write(json.dumps({"stage": "prior", "step": 7, "loss": 1.0}) + '\n{"stage": "pri')
     resumed = Trainer(TrainConfig(**{**cfg.__dict__, "resume": True}))
-    assert (resumed.stage, resumed.step) == ("dynamics", 0)
+    assert (resumed.stage, resumed.step) == ("prior", 0)
     records = [json.loads(line) for line in trainer.log_path.read_text().splitlines()]
     assert records and {r["stage"] for r in records} == {"ae"}
+    trainer.run(data, progress=False, stop_after="prior")
+    after_prior = trainer.evaluate(data)
+    assert after_prior["prior"] < 0.7 * after_ae["prior"], (after_ae, after_prior)
     trainer.run(data, progress=False)
     trained = trainer.evaluate(data)
-    assert trained["latent"] < 0.97 * after_ae["latent"], (after_ae, trained)
-    assert trained["pixel"] < after_ae["pixel"], (after_ae, trained)
+    assert trained["latent"] < 0.97 * after_prior["latent"], (after_prior, trained)
+    assert trained["pixel"] < after_prior["pixel"], (after_prior, trained)
     assert trained["figures"] < 0.7 * untrained["figures"], (untrained, trained)
     assert trainer.stage == "done"
     assert len([r for r in trainer.history if r["stage"] == "dynamics"]) == 41  # step 1, then every 5

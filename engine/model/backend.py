@@ -1,8 +1,9 @@
 """The ``neural`` frame backend: the learned world model generates the stream.
 
 Each frame: the explicit world state is rasterised into the state map, the
-dynamics samples the next latent in ``steps`` steps (1-4) from the rolling KV
-cache, the decoder draws the backdrop of the internal picture (256x144 by
+state prior turns it into the latent the state alone implies, the dynamics
+samples the next latent in ``steps`` steps (1-4) as a correction to that
+prior, from the rolling KV cache, the decoder draws the backdrop of the internal picture (256x144 by
 default), the figure network draws every visible character over it from its
 token (``figures``), the picture is upscaled to the output size, and the text
 layer (name tags, speech bubbles) is drawn on top by the deterministic
@@ -122,7 +123,8 @@ class NeuralBackend:
         state = self.state(world).to(self.device, self.dtype).unsqueeze(0)
         events = torch.zeros(1, self.cfg.event_dims, device=self.device, dtype=self.dtype)
         clean = torch.ones(1, device=self.device, dtype=self.dtype)
-        _, keys, values = self.model.dynamics.step(latent, latent, state, events, clean, self.cache)
+        prior = self.model.prior(state)
+        _, keys, values = self.model.dynamics.step(latent, latent, prior, state, events, clean, self.cache)
         self.cache.advance(keys, values)  # the sink: a true frame the stream keeps in view
         self.previous = latent
         self.last_tick = world.tick - 1

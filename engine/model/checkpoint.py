@@ -21,7 +21,7 @@ from .network import ModelConfig, WorldModel
 from .state import EVENT_LAYOUT, STATE_LAYOUT
 
 FORMAT = "streambot-world-model"
-VERSION = "2"  # 2: characters drawn by the figure network, the latent holds the backdrop
+VERSION = "3"  # 3: the dynamics corrects a state prior; 2: characters drawn by the figure network
 SHIPPED = Path(__file__).resolve().parent / "weights" / "world-model.safetensors"
 
 

@@ -1,18 +1,20 @@
 """Training the world model on sessions the engine plays and renders itself.
 
-Three stages, each on a time budget:
+Four stages, each on a time budget:
 
 1. autoencoder: backdrops (frames without their characters) to latents and
    back, the decoder also reading the state map; the loss is weighted toward
    the boxes where characters stand (their shadows and what shows around them).
-2. dynamics: the next latent from the recent ones, the state map and the
-   events. Each frame of a training sequence gets its own noise level (so one
+2. prior: the backdrop latent from the state map alone, the anchor the
+   dynamics corrects (it stays fixed from here on).
+3. dynamics: the next latent from the recent ones, the prior, the state map
+   and the events. Each frame of a training sequence gets its own noise level (so one
    step from noise and several refining steps both work), the previous latents
    get heavy noise (so the model leans on the world state, not on copying), and
    half the sequences are rolled out on the model's own predictions, which is
    what a live stream feeds it (training against drift, not only one-step
    error). The decoder is fine-tuned on predicted latents at the same time.
-3. figures: the figure network draws each frame's characters from their
+4. figures: the figure network draws each frame's characters from their
    tokens over the true backdrop, against the true frame (``figures``).
 
 Progress goes to a progress bar and to ``<checkpoint>.log.jsonl``; the optimiser
@@ -43,6 +45,7 @@ from .state import EVENT_LAYOUT, STATE_LAYOUT
 log = logging.getLogger(__name__)
 
 ENTITY_WEIGHT = 12.0  # extra loss weight inside entity boxes
+STAGES = ("ae", "prior", "dynamics", "figures")
 
 
 @dataclass
@@ -52,9 +55,11 @@ class TrainConfig:
     ticks: int = 400  # per session
     seed: int = 1
     ae_minutes: float = 10.0
+    prior_minutes: float = 8.0
     dynamics_minutes: float = 15.0
     figure_minutes: float = 10.0
     ae_batch: int = 12
+    prior_batch: int = 16
     sequence: int = 6  # frames per dynamics training sequence
     dynamics_batch: int = 6
     figure_batch: int = 8  # frames per step
@@ -62,6 +67,7 @@ class TrainConfig:
     context_noise: float = 0.5  # max std of the noise put on previous latents
     # Step limits end a stage early (reproducible short runs); minutes always apply.
     ae_steps: int | None = None
+    prior_steps: int | None = None
     dynamics_steps: int | None = None
     figure_steps: int | None = None
     resume: bool = True
@@ -133,10 +139,12 @@ class Trainer:
         self.model = WorldModel(mc)
         self.stage = "ae"
         self.step = 0
-        self.elapsed = {"ae": 0.0, "dynamics": 0.0, "figures": 0.0}
+        self.elapsed = {stage: 0.0 for stage in STAGES}
         self.history: list[dict] = []
+        self.encoded: tuple[Data, torch.Tensor] | None = None  # see _latents
         self.log_every = 25  # steps between loss records (and the first step of each stage)
         self.ae_opt = torch.optim.AdamW([*self.model.encoder.parameters(), *self.model.decoder.parameters()], lr=cfg.lr)
+        self.prior_opt = torch.optim.AdamW(self.model.prior.parameters(), lr=cfg.lr)
         self.dyn_opt = torch.optim.AdamW(
             [{"params": self.model.dynamics.parameters()},
              {"params": self.model.decoder.parameters(), "lr": cfg.lr * 0.25}],
@@ -155,6 +163,7 @@ class Trainer:
         saved = torch.load(self.state_path, weights_only=False)
         self.model.load_state_dict(checkpoint.load(self.cfg.out).state_dict())
         self.ae_opt.load_state_dict(saved["ae_opt"])
+        self.prior_opt.load_state_dict(saved["prior_opt"])
         self.dyn_opt.load_state_dict(saved["dyn_opt"])
         self.fig_opt.load_state_dict(saved["fig_opt"])
         self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
@@ -182,7 +191,7 @@ class Trainer:
             "stage": self.stage, "step": self.step, "minutes": {k: round(v / 60, 2) for k, v in self.elapsed.items()},
             "sessions": self.cfg.sessions, "ticks": self.cfg.ticks, "seed": self.cfg.seed,
         })})
-        torch.save({"ae_opt": self.ae_opt.state_dict(), "dyn_opt": self.dyn_opt.state_dict(),
+        torch.save({"ae_opt": self.ae_opt.state_dict(), "prior_opt": self.prior_opt.state_dict(), "dyn_opt": self.dyn_opt.state_dict(),
                     "fig_opt": self.fig_opt.state_dict(), "stage": self.stage,
                     "step": self.step, "elapsed": self.elapsed, "train": {k: str(v) for k, v in asdict(self.cfg).items()}},
                    self.state_path)
@@ -196,18 +205,16 @@ class Trainer:
 
     def run(self, data: Data, progress: bool = True, stop_after: str | None = None) -> dict:
         """Train the stages still to do (a resumed run picks up where it was)."""
-        if self.stage == "ae":
-            self.train_autoencoder(data, progress)
-            self.stage, self.step = "dynamics", 0
+        trainers = {"ae": self.train_autoencoder, "prior": self.train_prior,
+                    "dynamics": self.train_dynamics, "figures": self.train_figures}
+        while self.stage in trainers:
+            stage = self.stage
+            trainers[stage](data, progress)
+            following = STAGES.index(stage) + 1
+            self.stage, self.step = STAGES[following] if following < len(STAGES) else "done", 0
             self.save()
-        if self.stage == "dynamics" and stop_after != "ae":
-            self.train_dynamics(data, progress)
-            self.stage, self.step = "figures", 0
-            self.save()
-        if self.stage == "figures" and stop_after not in ("ae", "dynamics"):
-            self.train_figures(data, progress)
-            self.stage = "done"
-            self.save()
+            if stage == stop_after:
+                break
         return self.history[-1] if self.history else {}
 
     def _budget(self, stage: str, minutes: float, progress: bool):
@@ -260,13 +267,40 @@ class Trainer:
 
     @torch.no_grad()
     def _latents(self, data: Data) -> torch.Tensor:
+        """The encoder's latent of every backdrop (the targets from here on).
+        Encoding the whole set takes minutes, and the encoder only changes in
+        the autoencoder stage, so after it the latents are kept."""
+        if self.encoded is not None and self.encoded[0] is data:
+            return self.encoded[1]
         self.model.eval()
         out = [self.model.encoder(_pixels(data.backdrops[i : i + 64])) for i in range(0, len(data.backdrops), 64)]
         self.model.train()
+        latents = torch.cat(out)
+        if self.stage != "ae":
+            self.encoded = (data, latents)
+        return latents
+
+    @torch.no_grad()
+    def _priors(self, data: Data) -> torch.Tensor:
+        """The (fixed) prior's latent of every frame's state map."""
+        self.model.eval()
+        out = [self.model.prior(data.states[i : i + 64].float()) for i in range(0, len(data.states), 64)]
+        self.model.train()
         return torch.cat(out)
 
+    def train_prior(self, data: Data, progress: bool = True) -> None:
+        latents, cfg = self._latents(data), self.cfg
+        cells = latent_weights(data, cfg.model)
+
+        def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            index = torch.tensor([self.rng.randrange(len(latents)) for _ in range(cfg.prior_batch)])
+            loss = prior_loss(self.model, data, latents, cells, index)
+            return loss, {"loss": loss}
+
+        self._train_stage("prior", cfg.prior_minutes, cfg.prior_steps, self.prior_opt, step, 200, progress)
+
     def train_dynamics(self, data: Data, progress: bool = True) -> None:
-        batches = DynamicsBatches(self.cfg, data, self._latents(data))
+        batches = DynamicsBatches(self.cfg, data, self._latents(data), self._priors(data))
         cfg = self.cfg
 
         def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -289,8 +323,9 @@ class Trainer:
     def evaluate(self, data: Data, sequences: int = 16, seed: int = 0) -> dict[str, float]:
         """Losses on fixed sequences with fixed noise: comparable across a run."""
         self.model.eval()
-        batches = DynamicsBatches(self.cfg, data, self._latents(data))
+        batches = DynamicsBatches(self.cfg, data, self._latents(data), self._priors(data))
         picks = random.Random(seed).sample(batches.starts, min(sequences, len(batches.starts)))
+        prior = prior_loss(self.model, data, batches.latents, batches.latent_weight, torch.tensor(picks))
         generator = torch.Generator().manual_seed(seed)
         latent_loss, pixel_loss = batches.losses(self.model, picks, rollout=True, generator=generator)
         frames = _pixels(data.backdrops[torch.tensor(picks)])
@@ -300,7 +335,7 @@ class Trainer:
         drawn = data.with_figures()
         figures = figure_loss(self.model, data, random.Random(seed).sample(drawn, min(sequences, len(drawn))))
         self.model.train()
-        return {"ae": ae.item(), "latent": latent_loss.item(), "pixel": pixel_loss.item(), "figures": figures.item()}
+        return {"ae": ae.item(), "prior": prior.item(), "latent": latent_loss.item(), "pixel": pixel_loss.item(), "figures": figures.item()}
 
     def _lr(self, opt: torch.optim.Optimizer, progress: float) -> None:
         # Warm up for the first 3 %, then a cosine down to a tenth.
@@ -313,11 +348,10 @@ class Trainer:
 class DynamicsBatches:
     """Training sequences for the dynamics and their losses."""
 
-    def __init__(self, cfg: TrainConfig, data: Data, latents: torch.Tensor) -> None:
-        self.cfg, self.data, self.latents = cfg, data, latents
+    def __init__(self, cfg: TrainConfig, data: Data, latents: torch.Tensor, priors: torch.Tensor) -> None:
+        self.cfg, self.data, self.latents, self.priors = cfg, data, latents, priors
         self.starts = data.sequences(cfg.sequence)
-        h, w = cfg.model.latent_size
-        self.latent_weight = F.adaptive_max_pool2d(data.weights.float(), (h, w))  # entity cells at latent size
+        self.latent_weight = latent_weights(data, cfg.model)
 
     def losses(self, model: WorldModel, picks: list[int], rollout: bool,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,6 +360,7 @@ class DynamicsBatches:
         window = torch.stack([torch.arange(s, s + L) for s in picks])  # (B, L)
         target = self.latents[window]  # (B, L, C, h, w)
         previous = self.latents[window - 1]
+        prior = self.priors[window]
         state = data.states[window].float()
         events = data.events[window]
 
@@ -343,15 +378,28 @@ class DynamicsBatches:
         if rollout:
             # Roll out on its own predictions: what the live stream feeds it.
             with torch.no_grad():
-                first = model.dynamics.forward_sequence(noisy, previous_noisy, state, events, tau).clamp(-1, 1)
+                first = model.dynamics.forward_sequence(noisy, previous_noisy, prior, state, events, tau).clamp(-1, 1)
             previous_noisy = torch.cat([previous_noisy[:, :1], first[:, :-1]], dim=1)
-        predicted = model.dynamics.forward_sequence(noisy, previous_noisy, state, events, tau)
+        predicted = model.dynamics.forward_sequence(noisy, previous_noisy, prior, state, events, tau)
         latent_loss = weighted((predicted - target) ** 2, self.latent_weight[window])
         # Decode one predicted frame per sequence so the decoder learns what the dynamics draws.
         frames = _pixels(data.backdrops[window[:, -1]])
         decoded = model.decoder(predicted[:, -1], state[:, -1])
         pixel_loss = weighted((decoded - frames).abs(), data.weights[window[:, -1]].float())
         return latent_loss, pixel_loss
+
+
+def latent_weights(data: Data, mc: ModelConfig) -> torch.Tensor:
+    """(N, 1, h, w): 1 at the latent cells an entity box touches."""
+    h, w = mc.latent_size
+    size = len(data.weights)
+    return torch.cat([F.adaptive_max_pool2d(data.weights[i : i + 256].float(), (h, w)) for i in range(0, size, 256)])
+
+
+def prior_loss(model: WorldModel, data: Data, latents: torch.Tensor, cells: torch.Tensor,
+               index: torch.Tensor) -> torch.Tensor:
+    """The prior's latent of the frames ``index`` against the encoder's."""
+    return weighted((model.prior(data.states[index].float()) - latents[index]) ** 2, cells[index])
 
 
 def figure_loss(model: WorldModel, data: Data, picks: list[int]) -> torch.Tensor:
