@@ -66,13 +66,14 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train the world model on sessions the engine plays and renders itself")
     train.add_argument("-o", "--out", type=Path, help="checkpoint to write (default: the shipped one)")
-    train.add_argument("--sessions", type=int, default=16, help="random sessions to play (default 16)")
-    train.add_argument("--ticks", type=int, default=400, help="ticks per session (default 400)")
-    train.add_argument("--ae-minutes", type=float, default=10.0, help="time for the autoencoder stage")
-    train.add_argument("--prior-minutes", type=float, default=8.0, help="time for the state prior stage")
-    train.add_argument("--dynamics-minutes", type=float, default=15.0, help="time for the dynamics stage")
-    train.add_argument("--figure-minutes", type=float, default=10.0, help="time for the figure network stage")
-    train.add_argument("--seed", type=int, default=1)
+    # Left unset, each knob takes engine.model.train.TrainConfig's default (not
+    # imported here: it pulls in torch for every command).
+    train.add_argument("--sessions", type=int, help="random sessions to play")
+    train.add_argument("--ticks", type=int, help="ticks per session")
+    for stage, what in (("ae", "autoencoder"), ("prior", "state prior"), ("dynamics", "dynamics"),
+                        ("figure", "figure network")):
+        train.add_argument(f"--{stage}-minutes", type=float, help=f"time for the {what} stage")
+    train.add_argument("--seed", type=int)
     train.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     return parser
 
@@ -127,17 +128,16 @@ def _studio(config: Config, args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from engine.model.train import TrainConfig, train
 
-    cfg = TrainConfig(sessions=args.sessions, ticks=args.ticks, seed=args.seed, ae_minutes=args.ae_minutes,
-                      prior_minutes=args.prior_minutes, dynamics_minutes=args.dynamics_minutes,
-                      figure_minutes=args.figure_minutes,
-                      resume=not args.fresh)
+    knobs = ("sessions", "ticks", "seed", "ae_minutes", "prior_minutes", "dynamics_minutes", "figure_minutes")
+    given = {name: getattr(args, name) for name in knobs if getattr(args, name) is not None}
+    cfg = TrainConfig(**given, resume=not args.fresh)
     if args.out is not None:
         cfg.out = args.out
     if args.fresh:
         for leftover in (cfg.out.with_name(cfg.out.name + ".log.jsonl"), cfg.out.with_name(cfg.out.name + ".train.pt")):
             leftover.unlink(missing_ok=True)
     last = train(cfg)
-    print(f"wrote {cfg.out}: {json.dumps(last)}")
+    print(f"wrote {cfg.out}: {json.dumps(last)}" if last else f"{cfg.out} is fully trained; --fresh starts over")
     return 0
 
 

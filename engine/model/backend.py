@@ -3,11 +3,11 @@
 Each frame: the explicit world state is rasterised into the state map, the
 state prior turns it into the latent the state alone implies, the dynamics
 samples the next latent in ``steps`` steps (1-4) as a correction to that
-prior, from the rolling KV cache, the decoder draws the backdrop of the internal picture (256x144 by
-default), the figure network draws every visible character over it from its
-token (``figures``), the picture is upscaled to the output size, and the text
-layer (name tags, speech bubbles) is drawn on top by the deterministic
-renderer, because no small latent keeps text.
+prior, from the rolling KV cache, the decoder draws the backdrop of the
+internal picture (256x144 by default), the figure network draws every visible
+character over it from its token (``figures``), the picture is upscaled to the
+output size, and the text layer (name tags, speech bubbles) is drawn on top by
+the deterministic renderer, because no small latent keeps text.
 
 A character's canvas depends only on its token (look, pose, size), and poses
 repeat in cycles, so canvases are kept in a small cache: a crowd standing,

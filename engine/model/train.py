@@ -8,8 +8,8 @@ Four stages, each on a time budget:
 2. prior: the backdrop latent from the state map alone, the anchor the
    dynamics corrects (it stays fixed from here on).
 3. dynamics: the next latent from the recent ones, the prior, the state map
-   and the events. Each frame of a training sequence gets its own noise level (so one
-   step from noise and several refining steps both work), the previous latents
+   and the events. Each frame of a training sequence gets its own noise level
+   (so one step from noise and several refining steps both work), the previous latents
    get heavy noise (so the model leans on the world state, not on copying), and
    half the sequences are rolled out on the model's own predictions, which is
    what a live stream feeds it (training against drift, not only one-step
@@ -29,6 +29,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -90,6 +91,13 @@ class Data:
         ends = self.starts[1:] + [len(self.frames)]
         return [i for s, e in zip(self.starts, ends) for i in range(s + 1, e - length + 1)]
 
+    @cached_property
+    def cells(self) -> torch.Tensor:
+        """(N, 1, h, w) float: 1 at the latent cells an entity box touches."""
+        size = self.states.shape[-2:]
+        return torch.cat([F.adaptive_max_pool2d(self.weights[i : i + 256].float(), size)
+                          for i in range(0, len(self.weights), 256)])
+
     def with_figures(self) -> list[int]:
         """Indices of the frames with someone to draw."""
         return [i for i, figs in enumerate(self.figures) if figs]
@@ -143,14 +151,16 @@ class Trainer:
         self.history: list[dict] = []
         self.encoded: tuple[Data, torch.Tensor] | None = None  # see _latents
         self.log_every = 25  # steps between loss records (and the first step of each stage)
-        self.ae_opt = torch.optim.AdamW([*self.model.encoder.parameters(), *self.model.decoder.parameters()], lr=cfg.lr)
-        self.prior_opt = torch.optim.AdamW(self.model.prior.parameters(), lr=cfg.lr)
-        self.dyn_opt = torch.optim.AdamW(
-            [{"params": self.model.dynamics.parameters()},
-             {"params": self.model.decoder.parameters(), "lr": cfg.lr * 0.25}],
-            lr=cfg.lr, weight_decay=0.01,
-        )
-        self.fig_opt = torch.optim.AdamW(self.model.figures.parameters(), lr=cfg.lr, weight_decay=0.0)
+        model = self.model
+        self.optimisers: dict[str, torch.optim.Optimizer] = {  # one per stage, over what the stage trains
+            "ae": torch.optim.AdamW([*model.encoder.parameters(), *model.decoder.parameters()], lr=cfg.lr),
+            "prior": torch.optim.AdamW(model.prior.parameters(), lr=cfg.lr),
+            "dynamics": torch.optim.AdamW(
+                [{"params": model.dynamics.parameters()}, {"params": model.decoder.parameters(), "lr": cfg.lr * 0.25}],
+                lr=cfg.lr, weight_decay=0.01,
+            ),
+            "figures": torch.optim.AdamW(model.figures.parameters(), lr=cfg.lr, weight_decay=0.0),
+        }
         self.rng = random.Random(cfg.seed)
         self.log_path = cfg.out.with_name(cfg.out.name + ".log.jsonl")
         self.state_path = cfg.out.with_name(cfg.out.name + ".train.pt")
@@ -162,10 +172,8 @@ class Trainer:
     def _resume(self) -> None:
         saved = torch.load(self.state_path, weights_only=False)
         self.model.load_state_dict(checkpoint.load(self.cfg.out).state_dict())
-        self.ae_opt.load_state_dict(saved["ae_opt"])
-        self.prior_opt.load_state_dict(saved["prior_opt"])
-        self.dyn_opt.load_state_dict(saved["dyn_opt"])
-        self.fig_opt.load_state_dict(saved["fig_opt"])
+        for stage, optimiser in self.optimisers.items():
+            optimiser.load_state_dict(saved["optimisers"][stage])
         self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
         self._trim_log()
         log.info("resuming %s at stage %s, step %d", self.cfg.out, self.stage, self.step)
@@ -191,9 +199,9 @@ class Trainer:
             "stage": self.stage, "step": self.step, "minutes": {k: round(v / 60, 2) for k, v in self.elapsed.items()},
             "sessions": self.cfg.sessions, "ticks": self.cfg.ticks, "seed": self.cfg.seed,
         })})
-        torch.save({"ae_opt": self.ae_opt.state_dict(), "prior_opt": self.prior_opt.state_dict(), "dyn_opt": self.dyn_opt.state_dict(),
-                    "fig_opt": self.fig_opt.state_dict(), "stage": self.stage,
-                    "step": self.step, "elapsed": self.elapsed, "train": {k: str(v) for k, v in asdict(self.cfg).items()}},
+        torch.save({"optimisers": {stage: opt.state_dict() for stage, opt in self.optimisers.items()},
+                    "stage": self.stage, "step": self.step, "elapsed": self.elapsed,
+                    "train": {k: str(v) for k, v in asdict(self.cfg).items()}},
                    self.state_path)
 
     def _log(self, record: dict) -> None:
@@ -223,14 +231,15 @@ class Trainer:
         bar.update(round(self.elapsed[stage]))
         return total, bar
 
-    def _train_stage(self, stage: str, minutes: float, max_steps: int | None, opt: torch.optim.Optimizer,
+    def _train_stage(self, stage: str, minutes: float, max_steps: int | None,
                      step: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]], save_every: int,
                      progress: bool) -> None:
         """The loop every stage shares, on the stage's time budget: ``step``
         returns the loss to optimise and the parts to log; gradients are
-        clipped over what ``opt`` steps (other parameters may hold stale
-        gradients from an earlier stage)."""
+        clipped over what the stage's optimiser steps (other parameters may
+        hold stale gradients from an earlier stage)."""
         total, bar = self._budget(stage, minutes, progress)
+        opt = self.optimisers[stage]
         params = [p for group in opt.param_groups for p in group["params"]]
         while self.elapsed[stage] < total and (max_steps is None or self.step < max_steps):
             started = time.perf_counter()
@@ -245,7 +254,8 @@ class Trainer:
             bar.update(round(self.elapsed[stage]) - bar.n)
             bar.set_postfix({name: f"{value.item():.4f}" for name, value in parts.items()}, step=self.step)
             if self.step == 1 or self.step % self.log_every == 0:
-                self._log({"stage": stage, "step": self.step, **{name: round(value.item(), 5) for name, value in parts.items()},
+                losses = {name: round(value.item(), 5) for name, value in parts.items()}
+                self._log({"stage": stage, "step": self.step, **losses,
                            "minutes": round(self.elapsed[stage] / 60, 2)})
             if self.step % save_every == 0:
                 self.save()
@@ -263,7 +273,7 @@ class Trainer:
             loss = weighted((recon - frames).abs() + 4 * (recon - frames) ** 2, data.weights[index].float())
             return loss, {"loss": loss}
 
-        self._train_stage("ae", cfg.ae_minutes, cfg.ae_steps, self.ae_opt, step, 200, progress)
+        self._train_stage("ae", cfg.ae_minutes, cfg.ae_steps, step, 200, progress)
 
     @torch.no_grad()
     def _latents(self, data: Data) -> torch.Tensor:
@@ -290,14 +300,13 @@ class Trainer:
 
     def train_prior(self, data: Data, progress: bool = True) -> None:
         latents, cfg = self._latents(data), self.cfg
-        cells = latent_weights(data, cfg.model)
 
         def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             index = torch.tensor([self.rng.randrange(len(latents)) for _ in range(cfg.prior_batch)])
-            loss = prior_loss(self.model, data, latents, cells, index)
+            loss = prior_loss(self.model, data, latents, index)
             return loss, {"loss": loss}
 
-        self._train_stage("prior", cfg.prior_minutes, cfg.prior_steps, self.prior_opt, step, 200, progress)
+        self._train_stage("prior", cfg.prior_minutes, cfg.prior_steps, step, 200, progress)
 
     def train_dynamics(self, data: Data, progress: bool = True) -> None:
         batches = DynamicsBatches(self.cfg, data, self._latents(data), self._priors(data))
@@ -308,7 +317,7 @@ class Trainer:
             latent_loss, pixel_loss = batches.losses(self.model, picks, rollout=self.rng.random() < 0.5)
             return latent_loss + 0.5 * pixel_loss, {"latent_loss": latent_loss, "pixel_loss": pixel_loss}
 
-        self._train_stage("dynamics", cfg.dynamics_minutes, cfg.dynamics_steps, self.dyn_opt, step, 100, progress)
+        self._train_stage("dynamics", cfg.dynamics_minutes, cfg.dynamics_steps, step, 100, progress)
 
     def train_figures(self, data: Data, progress: bool = True) -> None:
         drawn, cfg = data.with_figures(), self.cfg
@@ -317,7 +326,7 @@ class Trainer:
             loss = figure_loss(self.model, data, [self.rng.choice(drawn) for _ in range(cfg.figure_batch)])
             return loss, {"loss": loss}
 
-        self._train_stage("figures", cfg.figure_minutes, cfg.figure_steps, self.fig_opt, step, 200, progress)
+        self._train_stage("figures", cfg.figure_minutes, cfg.figure_steps, step, 200, progress)
 
     @torch.no_grad()
     def evaluate(self, data: Data, sequences: int = 16, seed: int = 0) -> dict[str, float]:
@@ -325,7 +334,7 @@ class Trainer:
         self.model.eval()
         batches = DynamicsBatches(self.cfg, data, self._latents(data), self._priors(data))
         picks = random.Random(seed).sample(batches.starts, min(sequences, len(batches.starts)))
-        prior = prior_loss(self.model, data, batches.latents, batches.latent_weight, torch.tensor(picks))
+        prior = prior_loss(self.model, data, batches.latents, torch.tensor(picks))
         generator = torch.Generator().manual_seed(seed)
         latent_loss, pixel_loss = batches.losses(self.model, picks, rollout=True, generator=generator)
         frames = _pixels(data.backdrops[torch.tensor(picks)])
@@ -335,7 +344,8 @@ class Trainer:
         drawn = data.with_figures()
         figures = figure_loss(self.model, data, random.Random(seed).sample(drawn, min(sequences, len(drawn))))
         self.model.train()
-        return {"ae": ae.item(), "prior": prior.item(), "latent": latent_loss.item(), "pixel": pixel_loss.item(), "figures": figures.item()}
+        losses = {"ae": ae, "prior": prior, "latent": latent_loss, "pixel": pixel_loss, "figures": figures}
+        return {name: value.item() for name, value in losses.items()}
 
     def _lr(self, opt: torch.optim.Optimizer, progress: float) -> None:
         # Warm up for the first 3 %, then a cosine down to a tenth.
@@ -351,7 +361,6 @@ class DynamicsBatches:
     def __init__(self, cfg: TrainConfig, data: Data, latents: torch.Tensor, priors: torch.Tensor) -> None:
         self.cfg, self.data, self.latents, self.priors = cfg, data, latents, priors
         self.starts = data.sequences(cfg.sequence)
-        self.latent_weight = latent_weights(data, cfg.model)
 
     def losses(self, model: WorldModel, picks: list[int], rollout: bool,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -381,7 +390,7 @@ class DynamicsBatches:
                 first = model.dynamics.forward_sequence(noisy, previous_noisy, prior, state, events, tau).clamp(-1, 1)
             previous_noisy = torch.cat([previous_noisy[:, :1], first[:, :-1]], dim=1)
         predicted = model.dynamics.forward_sequence(noisy, previous_noisy, prior, state, events, tau)
-        latent_loss = weighted((predicted - target) ** 2, self.latent_weight[window])
+        latent_loss = weighted((predicted - target) ** 2, data.cells[window])
         # Decode one predicted frame per sequence so the decoder learns what the dynamics draws.
         frames = _pixels(data.backdrops[window[:, -1]])
         decoded = model.decoder(predicted[:, -1], state[:, -1])
@@ -389,17 +398,9 @@ class DynamicsBatches:
         return latent_loss, pixel_loss
 
 
-def latent_weights(data: Data, mc: ModelConfig) -> torch.Tensor:
-    """(N, 1, h, w): 1 at the latent cells an entity box touches."""
-    h, w = mc.latent_size
-    size = len(data.weights)
-    return torch.cat([F.adaptive_max_pool2d(data.weights[i : i + 256].float(), (h, w)) for i in range(0, size, 256)])
-
-
-def prior_loss(model: WorldModel, data: Data, latents: torch.Tensor, cells: torch.Tensor,
-               index: torch.Tensor) -> torch.Tensor:
+def prior_loss(model: WorldModel, data: Data, latents: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """The prior's latent of the frames ``index`` against the encoder's."""
-    return weighted((model.prior(data.states[index].float()) - latents[index]) ** 2, cells[index])
+    return weighted((model.prior(data.states[index].float()) - latents[index]) ** 2, data.cells[index])
 
 
 def figure_loss(model: WorldModel, data: Data, picks: list[int]) -> torch.Tensor:
