@@ -203,6 +203,15 @@ def lightning(seed: int, storm: float, secs: float) -> tuple[float, float, float
     return k, where, g.random()
 
 
+FLASH_COLOUR = (232.0, 236.0, 255.0)  # what a flash lights everything toward
+
+
+def flash_amount(flash: tuple[float, float, float] | None, storm: float) -> float:
+    """How far a flash (``lightning``) moves the whole picture toward
+    ``FLASH_COLOUR``, characters included: 0..0.45."""
+    return 0.45 * flash[0] * storm if flash else 0.0
+
+
 # -- the backend ---------------------------------------------------------------------
 
 
@@ -520,7 +529,7 @@ class TorchRenderer:
         bolt = self._sprites.get(("bolt", shape), lambda: _bolt(self.height, shape, self.device))
         art.blit(frame, bolt, bolt_x, 0)
         acc = frame.float()
-        acc.lerp_(torch.tensor((232.0, 236.0, 255.0), device=self.device).view(3, 1, 1), 0.45 * k * light.storm)
+        acc.lerp_(torch.tensor(FLASH_COLOUR, device=self.device).view(3, 1, 1), flash_amount(flash, light.storm))
         frame.copy_(acc)
 
     # -- tags, bubbles, Zz

@@ -21,7 +21,9 @@ from .network import ModelConfig, WorldModel
 from .state import EVENT_LAYOUT, STATE_LAYOUT
 
 FORMAT = "streambot-world-model"
-VERSION = "3"  # 3: the dynamics corrects a state prior; 2: characters drawn by the figure network
+# 4: figure shapes drawn without their colours, lying ones turned; 3: the
+# dynamics corrects a state prior; 2: characters drawn by the figure network
+VERSION = "4"
 SHIPPED = Path(__file__).resolve().parent / "weights" / "world-model.safetensors"
 
 
