@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     # imported here: it pulls in torch for every command).
     train.add_argument("--sessions", type=int, help="random sessions to play")
     train.add_argument("--ticks", type=int, help="ticks per session")
+    train.add_argument("--figure-sessions", type=int,
+                       help="sessions the figure stage learns from, the extra ones played for it alone")
     for stage, what in (("ae", "autoencoder"), ("prior", "state prior"), ("dynamics", "dynamics"),
                         ("figure", "figure network")):
         train.add_argument(f"--{stage}-minutes", type=float, help=f"time for the {what} stage")
@@ -128,7 +130,7 @@ def _studio(config: Config, args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from engine.model.train import TrainConfig, train
 
-    knobs = ("sessions", "ticks", "seed", "ae_minutes", "prior_minutes", "dynamics_minutes", "figure_minutes")
+    knobs = ("sessions", "figure_sessions", "ticks", "seed", "ae_minutes", "prior_minutes", "dynamics_minutes", "figure_minutes")
     given = {name: getattr(args, name) for name in knobs if getattr(args, name) is not None}
     cfg = TrainConfig(**given, resume=not args.fresh)
     if args.out is not None:

@@ -294,6 +294,11 @@ def test_session_is_deterministic_and_replays(session) -> None:
     assert torch.equal(again.events, session.events) and again.boxes == session.boxes
     assert [(t, e.model_dump()) for t, e in again.journal] == [(t, e.model_dump()) for t, e in session.journal]
     assert digest(generate(12, 20).frames) != digest(session.frames[:20])
+    # without state maps (the figure network's extra data) the rest is the same
+    bare = generate(11, 20, with_states=False)
+    assert bare.states.shape == (20, 0, 36, 64)
+    assert torch.equal(bare.frames, session.frames[:20]) and bare.figures == session.figures[:20]
+    assert bare.boxes == session.boxes[:20]
     # frame t is the world after step t; the journal alone rebuilds it
     renderer = TorchRenderer(W, H, device="cpu", overlays=False)
     encoder = StateEncoder(64, 36)

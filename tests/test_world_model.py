@@ -154,7 +154,7 @@ def test_precision_is_chosen_by_the_hardware_or_the_config() -> None:
 
 def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     cfg = TrainConfig(
-        out=tmp_path / "tiny.safetensors", sessions=2, ticks=40, ae_minutes=3, prior_minutes=3, dynamics_minutes=3,
+        out=tmp_path / "tiny.safetensors", sessions=2, figure_sessions=3, ticks=40, ae_minutes=3, prior_minutes=3, dynamics_minutes=3,
         figure_minutes=3, ae_steps=80, prior_steps=60, dynamics_steps=200, figure_steps=60, ae_batch=4, prior_batch=4,
         dynamics_batch=4, figure_batch=4, sequence=4, lr=4e-3, resume=False,
         model=ModelConfig(ae_width=16, d_model=64, heads=2, layers=1, figure_width=24, prior_width=16),
@@ -190,6 +190,23 @@ def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     # and a second run resumes instead of starting over
     again = Trainer(TrainConfig(**{**cfg.__dict__, "resume": True}))
     assert again.stage == "done"
+
+
+def test_the_figure_stage_learns_from_its_own_extra_sessions(tmp_path: Path) -> None:
+    cfg = TrainConfig(out=tmp_path / "f.safetensors", sessions=1, figure_sessions=3, ticks=30, resume=False)
+    trainer = Trainer(cfg)
+    data = build_data(cfg, progress=False)
+    shared, extra = trainer.figure_data(data, progress=False)
+    assert shared is data and data.states.shape[1] == len(STATE_LAYOUT)
+    # sessions 1 and 2 (after the shared one), played without state maps
+    assert extra.starts == [0, 30] and extra.states.shape == (60, 0, 36, 64)
+    again = build_data(cfg, progress=False, sessions=range(1, 3))
+    assert torch.equal(extra.frames, again.frames) and torch.equal(extra.backdrops, again.backdrops)
+    assert extra.figures == again.figures and torch.equal(extra.weights, again.weights)
+    assert not torch.equal(extra.frames[:30], data.frames)
+    # by default the figure stage learns from the shared sessions alone
+    alone = Trainer(TrainConfig(out=tmp_path / "g.safetensors", sessions=1, resume=False)).figure_data(data)
+    assert len(alone) == 1 and alone[0] is data
 
 
 def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path: Path) -> None:

@@ -274,16 +274,18 @@ class Session:
 
 
 def generate(seed: int, ticks: int, width: int = 256, height: int = 144, latent: tuple[int, int] = (64, 36),
-             tick_hz: int = 30) -> Session:
+             tick_hz: int = 30, with_states: bool = True) -> Session:
     """Play and record a session of ``ticks`` frames; ``latent`` is the (width,
-    height) of the state map."""
+    height) of the state map. Without ``with_states`` the state maps are left
+    out (no channels): the figure network's data needs none, and they are most
+    of a session's memory."""
     renderer = TorchRenderer(width, height, device="cpu", overlays=False)
     backdrop = TorchRenderer(width, height, device="cpu", overlays=False, figures=False)
     encoder = StateEncoder(latent[0], latent[1], picture=(width, height))
     frames = torch.empty(ticks, 3, height, width, dtype=torch.uint8)
     backdrops = torch.empty(ticks, 3, height, width, dtype=torch.uint8)
     figures: list[list[Figure]] = []
-    states = torch.empty(ticks, encoder.channels, latent[1], latent[0], dtype=torch.float16)
+    states = torch.empty(ticks, encoder.channels if with_states else 0, latent[1], latent[0], dtype=torch.float16)
     events = torch.zeros(ticks, len(event_vector([])))
     boxes: list[list[tuple[int, int, int, int, int]]] = []
     journal: list[tuple[int, DirectionEvent]] = []
@@ -291,7 +293,8 @@ def generate(seed: int, ticks: int, width: int = 256, height: int = 144, latent:
         frames[t] = renderer.render(world)
         backdrops[t] = backdrop.render(world)
         figures.append(figures_of(world, width, height))
-        states[t] = encoder(world)
+        if with_states:
+            states[t] = encoder(world)
         if applied:
             events[t] = event_vector(applied)
             journal.extend((e.tick, e) for e in stamped)

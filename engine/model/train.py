@@ -15,7 +15,10 @@ Four stages, each on a time budget:
    what a live stream feeds it (training against drift, not only one-step
    error). The decoder is fine-tuned on predicted latents at the same time.
 4. figures: the figure network draws each frame's characters from their
-   tokens over the true backdrop, against the true frame (``figures``).
+   tokens over the true backdrop, against the true frame (``figures``). It may
+   see more sessions than the other stages (``figure_sessions``): what it has
+   to learn is every character in every pose, so it gains most from variety,
+   and its extra sessions are cheap (no state maps, nothing to encode).
 
 Progress goes to a progress bar and to ``<checkpoint>.log.jsonl``; the optimiser
 state sits beside the checkpoint in ``<checkpoint>.train.pt`` so a run resumes.
@@ -54,6 +57,9 @@ class TrainConfig:
     out: Path = checkpoint.SHIPPED
     sessions: int = 16
     ticks: int = 400  # per session
+    # Sessions the figure stage learns from: the first ``sessions`` are shared
+    # with the other stages, the rest are played for it alone. 0: just those.
+    figure_sessions: int = 0
     seed: int = 1
     ae_minutes: float = 10.0
     prior_minutes: float = 8.0
@@ -103,13 +109,18 @@ class Data:
         return [i for i, figs in enumerate(self.figures) if figs]
 
 
-def build_data(cfg: TrainConfig, progress: bool = True) -> Data:
+def build_data(cfg: TrainConfig, progress: bool = True, sessions: range | None = None,
+               with_states: bool = True) -> Data:
+    """Play the sessions numbered ``sessions`` (default: the first
+    ``cfg.sessions``); session ``i`` has the seed ``cfg.seed * 1000 + i``."""
     mc = cfg.model
     h, w = mc.latent_size
     frames, backdrops, figures, states, events, weights, starts = [], [], [], [], [], [], []
     count = 0
-    for index in tqdm(range(cfg.sessions), desc="playing sessions", unit="session", disable=not progress):
-        session: Session = generate(cfg.seed * 1000 + index, cfg.ticks, mc.width, mc.height, (w, h))
+    numbers = range(cfg.sessions) if sessions is None else sessions
+    for index in tqdm(numbers, desc="playing sessions", unit="session", disable=not progress):
+        session: Session = generate(cfg.seed * 1000 + index, cfg.ticks, mc.width, mc.height, (w, h),
+                                    with_states=with_states)
         starts.append(count)
         count += len(session.frames)
         frames.append(session.frames)
@@ -197,7 +208,8 @@ class Trainer:
     def save(self) -> None:
         checkpoint.save(self.model, self.cfg.out, {"trained": json.dumps({
             "stage": self.stage, "step": self.step, "minutes": {k: round(v / 60, 2) for k, v in self.elapsed.items()},
-            "sessions": self.cfg.sessions, "ticks": self.cfg.ticks, "seed": self.cfg.seed,
+            "sessions": self.cfg.sessions, "figure_sessions": max(self.cfg.sessions, self.cfg.figure_sessions),
+            "ticks": self.cfg.ticks, "seed": self.cfg.seed,
         })})
         torch.save({"optimisers": {stage: opt.state_dict() for stage, opt in self.optimisers.items()},
                     "stage": self.stage, "step": self.step, "elapsed": self.elapsed,
@@ -319,11 +331,29 @@ class Trainer:
 
         self._train_stage("dynamics", cfg.dynamics_minutes, cfg.dynamics_steps, step, 100, progress)
 
+    def figure_data(self, data: Data, progress: bool = True) -> list[Data]:
+        """What the figure stage learns from: ``data`` and, when
+        ``figure_sessions`` asks for more, the sessions after it, played
+        without state maps."""
+        cfg = self.cfg
+        if cfg.figure_sessions <= cfg.sessions:
+            return [data]
+        return [data, build_data(cfg, progress, range(cfg.sessions, cfg.figure_sessions), with_states=False)]
+
     def train_figures(self, data: Data, progress: bool = True) -> None:
-        drawn, cfg = data.with_figures(), self.cfg
+        sets, cfg = self.figure_data(data, progress), self.cfg
+        drawn = [(k, i) for k, part in enumerate(sets) for i in part.with_figures()]
 
         def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            loss = figure_loss(self.model, data, [self.rng.choice(drawn) for _ in range(cfg.figure_batch)])
+            picks = [self.rng.choice(drawn) for _ in range(cfg.figure_batch)]
+            # Every frame has as many pixels, so the batch's mean is the mean
+            # of each set's part weighted by its frames.
+            total = torch.zeros(())
+            for n, part in enumerate(sets):
+                index = [i for k, i in picks if k == n]
+                if index:
+                    total = total + figure_loss(self.model, part, index) * len(index)
+            loss = total / len(picks)
             return loss, {"loss": loss}
 
         self._train_stage("figures", cfg.figure_minutes, cfg.figure_steps, step, 200, progress)
