@@ -130,7 +130,8 @@ def _studio(config: Config, args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from engine.model.train import TrainConfig, train
 
-    knobs = ("sessions", "figure_sessions", "ticks", "seed", "ae_minutes", "prior_minutes", "dynamics_minutes", "figure_minutes")
+    knobs = ("sessions", "figure_sessions", "ticks", "seed",
+             "ae_minutes", "prior_minutes", "dynamics_minutes", "figure_minutes")
     given = {name: getattr(args, name) for name in knobs if getattr(args, name) is not None}
     cfg = TrainConfig(**given, resume=not args.fresh)
     if args.out is not None:

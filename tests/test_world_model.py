@@ -154,11 +154,15 @@ def test_precision_is_chosen_by_the_hardware_or_the_config() -> None:
 
 def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     cfg = TrainConfig(
-        out=tmp_path / "tiny.safetensors", sessions=2, figure_sessions=3, ticks=40, ae_minutes=3, prior_minutes=3, dynamics_minutes=3,
-        figure_minutes=3, ae_steps=80, prior_steps=60, dynamics_steps=200, figure_steps=60, ae_batch=4, prior_batch=4,
-        dynamics_batch=4, figure_batch=4, sequence=4, lr=4e-3, resume=False,
+        out=tmp_path / "tiny.safetensors", sessions=2, figure_sessions=3, ticks=40, ae_minutes=3, prior_minutes=3,
+        dynamics_minutes=3, figure_minutes=3, ae_steps=80, prior_steps=60, dynamics_steps=200, figure_steps=60,
+        ae_batch=4, prior_batch=4, dynamics_batch=4, figure_batch=4, sequence=4, lr=4e-3, resume=False,
         model=ModelConfig(ae_width=16, d_model=64, heads=2, layers=1, figure_width=24, prior_width=16),
     )
+    # A loss log left by another run (as the shipped checkpoint has one beside
+    # it): a run from scratch starts its own.
+    stale = tmp_path / "tiny.safetensors.log.jsonl"
+    stale.write_text(json.dumps({"stage": "figures", "step": 9000, "loss": 0.001}) + "\n")
     trainer = Trainer(cfg)
     trainer.log_every = 5
     data = build_data(cfg, progress=False)
@@ -192,7 +196,7 @@ def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     assert again.stage == "done"
 
 
-def test_the_figure_stage_learns_from_its_own_extra_sessions(tmp_path: Path) -> None:
+def test_the_figure_stage_plays_its_own_extra_sessions(tmp_path: Path) -> None:
     cfg = TrainConfig(out=tmp_path / "f.safetensors", sessions=1, figure_sessions=3, ticks=30, resume=False)
     trainer = Trainer(cfg)
     data = build_data(cfg, progress=False)

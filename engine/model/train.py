@@ -175,8 +175,13 @@ class Trainer:
         self.rng = random.Random(cfg.seed)
         self.log_path = cfg.out.with_name(cfg.out.name + ".log.jsonl")
         self.state_path = cfg.out.with_name(cfg.out.name + ".train.pt")
+        # A run from scratch starts its own loss log at its first record; the
+        # log beside a checkpoint (the shipped one's is committed) belongs to
+        # the run that wrote it.
+        self._log_mode = "w"
         if cfg.resume and self.state_path.exists() and cfg.out.exists():
             self._resume()
+            self._log_mode = "a"
 
     # -- persistence ----------------------------------------------------------------
 
@@ -218,8 +223,9 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         self.history.append(record)
-        with self.log_path.open("a") as handle:
+        with self.log_path.open(self._log_mode) as handle:
             handle.write(json.dumps(record) + "\n")
+        self._log_mode = "a"
 
     # -- stages -------------------------------------------------------------------------
 
