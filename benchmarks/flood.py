@@ -17,19 +17,16 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.events import Role  # noqa: E402
+from benchmarks.chatload import LINES, flood_pipeline  # noqa: E402
 from streambot.app import App  # noqa: E402
-from streambot.chat import ChatMessage  # noqa: E402
+from streambot.mpegts import MpegTsOutput  # noqa: E402
 from streambot.config import parse_config  # noqa: E402
 
 TOKEN = "benchmark-token-0123456789"
-LINES = ["!jump", "!dance", "!say hello there", "!spawn cat", "!weather snow", "!move left 2", "hello chat", "!spwan dog", "!wave"]
 
 CLIENT = r"""
 import asyncio, json, sys, time, aiohttp
@@ -60,23 +57,6 @@ asyncio.run(main())
 """
 
 
-async def flood_pipeline(app: App, rate: float, seconds: float) -> dict:
-    counts: Counter[str] = Counter()
-    tasks = []
-    start = time.monotonic()
-    i = 0
-    while time.monotonic() - start < seconds:
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        message = ChatMessage(user=f"viewer{i % 400}", text=LINES[i % len(LINES)], role=Role.VIEWER, platform="twitch")
-        tasks.append(asyncio.create_task(app.handle_chat(message)))
-        i += 1
-    for result in await asyncio.gather(*tasks):
-        counts[result.status] += 1
-    return {"sent": i, "seconds": time.monotonic() - start, "counts": dict(counts)}
-
-
 async def main(args: argparse.Namespace) -> None:
     config = parse_config({
         "server": {"port": 0, "token": TOKEN},
@@ -86,7 +66,7 @@ async def main(args: argparse.Namespace) -> None:
     })
     async with App(config) as app:
         await asyncio.sleep(2.0)  # warm up: first renders fill caches
-        stats = app.loop.stats
+        stats = app.engine.stats()
         before = (stats.frames, stats.late, stats.dropped)
         if args.via == "http":
             process = await asyncio.create_subprocess_exec(
@@ -97,6 +77,7 @@ async def main(args: argparse.Namespace) -> None:
             report = json.loads(out)
         else:
             report = await flood_pipeline(app, args.rate, args.seconds)
+        stats = app.engine.stats()
         frames, late, dropped = (stats.frames - before[0], stats.late - before[1], stats.dropped - before[2])
         due = frames + dropped
         on_time = (frames - late) / due if due else 0.0
@@ -105,7 +86,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  {args.width}x{args.height} at {args.fps} fps with MPEG-TS H.264 encoding: "
               f"{frames} frames, {late} late, {dropped} skipped ticks")
         print(f"  frames on time: {on_time * 100:.2f} %  (target >= 99.5 %)")
-        print(f"  mpegts frames sent: {app.mpegts.frames_sent if app.mpegts else 0}")
+        mpegts = app.output(MpegTsOutput)
+        print(f"  mpegts frames sent: {mpegts.frames_sent if mpegts else 0}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ async def main(args: argparse.Namespace) -> None:
         async def watch() -> None:
             seq = 0
             while True:
-                frame = await app.loop.frames.next_frame(seq)
+                frame = await app.engine.next_frame(seq)
                 seq = frame.seq
                 for event_id in frame.events:
                     shown.setdefault(event_id, frame.published)
@@ -69,7 +69,7 @@ async def main(args: argparse.Namespace) -> None:
         latencies = [(shown[i] - t) / interval for i, t in sent.items() if i in shown]
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        stats = app.loop.stats
+        stats = app.engine.stats()
         print(f"event-to-frame latency at {args.width}x{args.height} {args.fps} fps, "
               f"{len(latencies)}/{args.events} events applied and seen")
         print(f"  median {statistics.median(latencies):.2f} intervals ({statistics.median(latencies) * interval * 1000:.1f} ms)")

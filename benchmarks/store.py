@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine import simulation  # noqa: E402
 from engine.events import Act, DirectionEvent, Move, Role, Say, SetWeather  # noqa: E402
 from engine.scene import CharacterSpec, SceneSpec, new_character  # noqa: E402
-from engine.store import Journal, Store  # noqa: E402
+from engine.journal import Journal  # noqa: E402
+from engine.store import Store  # noqa: E402
 from engine.world import World, pack  # noqa: E402
 
 SCENE = SceneSpec(characters=[CharacterSpec(name=f"v{i}", x=2 + i * 2.5) for i in range(10)])
@@ -101,13 +102,11 @@ def long_journal(directory: Path, count: int) -> Path:
     store = Store.open(path, SCENE, HZ)
     journal = Journal(store)
     world = store.restore()
-    for i in range(count):
-        stamped = event(i, world.tick)
-        simulation.apply(world, stamped, store.scene)
-        journal.append(stamped, None, None)
-        if i % 10 == 9:
-            simulation.step(world)
-            journal.after_tick(world)
+    for first in range(0, count, 10):
+        tick = [event(i, world.tick) for i in range(first, min(first + 10, count))]
+        for outcome in simulation.advance(world, tick, store.scene):
+            journal.append(outcome.event, None, None)
+        journal.after_tick(world)
     journal.flush(timeout=600)
     journal.close()
     return path

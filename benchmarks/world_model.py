@@ -67,7 +67,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine import catalog, simulation  # noqa: E402
-from engine.backend import bf16_is_native  # noqa: E402
+from engine.device import bf16_is_native  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 from engine.events import Act, Action, DirectionEvent, Move, Recolor, SetWeather, Spawn, Wear  # noqa: E402
 from engine.model import checkpoint  # noqa: E402
@@ -196,11 +196,9 @@ def play_back(session: Session, start: int, count: int) -> Iterator[tuple[World,
     index = 0
     for t in range(start + count):
         todo, index = events_at(session.journal, index, world.tick)
-        for event in todo:
-            simulation.apply(world, event, session.scene)
-        simulation.step(world)
+        outcomes = simulation.advance(world, todo, session.scene)
         if t >= start:
-            yield world, [e.action for e in todo]
+            yield world, [o.event.action for o in outcomes if o.applied]
 
 
 def fork(backend: NeuralBackend) -> NeuralBackend:
@@ -244,17 +242,9 @@ class Counterfactual:
 
     def advance(self, t: int, todo: list[DirectionEvent], scene: SceneSpec, neural: torch.Tensor, truth: torch.Tensor,
                 boxes: list[tuple[int, int, int, int, int]], renderer: TorchRenderer, horizon: int) -> None:
-        applied = []
-        for event in todo:
-            if event.id == self.event.id:
-                continue
-            try:
-                simulation.apply(self.world, event, scene)
-            except EngineError:
-                continue  # it needed what the missing event made (a spawned name)
-            applied.append(event.action)
-        simulation.step(self.world)
-        self.backend.note_events(applied)
+        # Without the missing event, some that needed what it made (a spawned name) are refused.
+        outcomes = simulation.advance(self.world, [e for e in todo if e.id != self.event.id], scene)
+        self.backend.note_events([o.event.action for o in outcomes if o.applied])
         other_neural = self.backend.render(self.world)
         other_truth = renderer.render(self.world)
         if self.kind == "weather":
@@ -324,16 +314,15 @@ def roll(session: Session, model_path: str, react_horizon: int, identity_horizon
                 new.append(Counterfactual(kind, event, t, copy.deepcopy(world), fork(backend), target))
         for event in todo:
             action = event.action
-            if isinstance(action, (Recolor, Wear)):
+            if isinstance(action, (Recolor, Wear)) and action.target is not None:
                 who = world.find_entity(action.target.lstrip("@"))
                 if who is not None:
                     redressed.add(who.id)
-            simulation.apply(world, event, scene)
-            for c in new:
-                if c.event is event and c.kind == "spawn":
-                    c.target = world.find_entity(action.name).id
-        simulation.step(world)
-        backend.note_events([e.action for e in todo])
+        outcomes = simulation.advance(world, todo, scene)
+        for c in new:
+            if c.kind == "spawn":
+                c.target = world.find_entity(c.event.action.name).id
+        backend.note_events([o.event.action for o in outcomes if o.applied])
         neural = backend.render(world)
         neural_frames[t] = neural
         truth = session.frames[t]

@@ -67,7 +67,8 @@ OUTFIT_COLORS: Final = tuple(
 # The stage, in world units. One unit is roughly a character's height.
 WORLD_WIDTH: Final = 32.0
 VIEW_WIDTH: Final = 16.0  # world units visible across the frame at zoom 1
-MAX_ENTITIES: Final = 64
+MAX_ENTITIES: Final = 64  # on stage at once, by default (a world's own size: World.max_on_stage)
+MAX_WINGS: Final = 1000  # characters kept in the wings; past this the longest gone leave for good
 MAX_PROPS: Final = 48
 MAX_NAME_LENGTH: Final = 20
 MAX_SPEECH_LENGTH: Final = 80

@@ -54,6 +54,10 @@ RoleName = Annotated[Role, BeforeValidator(_role_from_name), PlainSerializer(lam
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=catalog.MAX_NAME_LENGTH, pattern=r"^[\w][\w .'-]*$")]
 Target = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+# A character an action is about; None means the sender's own (see ``simulation.own``):
+# the one named after them, else the newest one they spawned, brought back from the
+# wings if it walked off.
+Mine = Annotated[Target | None, Field(default=None)]
 Hex = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
 
 
@@ -72,14 +76,14 @@ class Spawn(_Action):
 
 class Remove(_Action):
     type: Literal["remove"] = "remove"
-    target: Target
+    target: Mine
 
 
 class Move(_Action):
     """Walk (or run) to ``to``, or by ``by`` units. ``instant`` is the only teleport."""
 
     type: Literal["move"] = "move"
-    target: Target
+    target: Mine
     to: float | None = Field(default=None, ge=0.0, le=catalog.WORLD_WIDTH)
     by: float | None = Field(default=None, ge=-catalog.WORLD_WIDTH, le=catalog.WORLD_WIDTH)
     run: bool = False
@@ -94,20 +98,20 @@ class Move(_Action):
 
 class Act(_Action):
     type: Literal["act"] = "act"
-    target: Target
+    target: Mine
     action: Literal[catalog.ACTIONS]  # type: ignore[valid-type]
 
 
 class Say(_Action):
     type: Literal["say"] = "say"
-    target: Target
+    target: Mine
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=catalog.MAX_SPEECH_LENGTH)]
     seconds: float = Field(default=5.0, gt=0.0, le=30.0)
 
 
 class Rename(_Action):
     type: Literal["rename"] = "rename"
-    target: Target
+    target: Mine
     name: Name
 
 
@@ -115,14 +119,14 @@ class Recolor(_Action):
     """Change the wardrobe: a colour of the outfit or its accent, or the hat."""
 
     type: Literal["recolor"] = "recolor"
-    target: Target
+    target: Mine
     part: Literal["outfit", "accent"] = "outfit"
     color: Hex
 
 
 class Wear(_Action):
     type: Literal["wear"] = "wear"
-    target: Target
+    target: Mine
     hat: Literal[catalog.HATS]  # type: ignore[valid-type]
 
 
@@ -184,13 +188,27 @@ class Reset(_Action):
     type: Literal["reset"] = "reset"
 
 
+class Stage(_Action):
+    """Size the stage: at most ``max_characters`` on it (a spawn onto a full stage
+    walks the longest-idle unlocked character off into the wings) and
+    ``max_in_wings`` kept there. The engine sends it when the config changes, so
+    the journal knows when the stage changed size."""
+
+    type: Literal["stage"] = "stage"
+    max_characters: int = Field(ge=1, le=catalog.MAX_ENTITIES)
+    max_in_wings: int = Field(default=catalog.MAX_WINGS, ge=0, le=100_000)
+
+
 Action = Annotated[
     Union[
         Spawn, Remove, Move, Act, Say, Rename, Recolor, Wear, SetWeather, SetTime,
-        CameraMove, SetScene, Lock, Unlock, Freeze, Unfreeze, Reset,
+        CameraMove, SetScene, Lock, Unlock, Freeze, Unfreeze, Reset, Stage,
     ],
     Field(discriminator="type"),
 ]
+# What can be directed, in the order the learned model's event vector lists them
+# (a checkpoint's layout: append, never reorder). ``stage`` is left out: it is the
+# engine's own bookkeeping and shows nothing by itself.
 ACTION_TYPES: tuple[str, ...] = (
     "spawn", "remove", "move", "act", "say", "rename", "recolor", "wear", "weather",
     "time", "camera", "scene", "lock", "unlock", "freeze", "unfreeze", "reset",
@@ -204,7 +222,7 @@ class Source(BaseModel):
 
     user: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     role: RoleName = Role.VIEWER
-    platform: Literal["local", "web", "twitch", "obs", "api", "replay"] = "local"
+    platform: Literal["local", "web", "twitch", "obs", "api", "replay", "engine"] = "local"
 
 
 def new_event_id() -> str:

@@ -31,6 +31,7 @@ class Frame:
     tick: int
     planar: torch.Tensor
     published: float = field(default_factory=time.monotonic)  # monotonic seconds
+    due: float | None = None  # when the frame loop meant to publish it (monotonic); late past one interval
     events: tuple[str, ...] = ()  # ids of the direction events first visible here
     _rgb: np.ndarray | None = field(default=None, repr=False)
     _i420: np.ndarray | None = field(default=None, repr=False)

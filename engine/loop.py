@@ -5,8 +5,9 @@ threads (the asyncio loop serving chat and the API) talk to it through a
 thread-safe inbox and get ``concurrent.futures.Future`` answers; outputs read
 frames from the ``FrameSource``. The loop never waits for any of them.
 
-Timing: ticks are paced by ``time.monotonic``. A tick's events are applied at
-that tick, the world steps, and the frame of the new tick is published. When
+Timing: ticks are paced by ``time.monotonic``. A tick first runs the calls that
+arrived (reads, swaps), then ``simulation.advance`` applies the events that
+arrived and steps the world, and the frame of the new tick is published. When
 rendering falls behind, the loop keeps simulating every tick (the world's clock
 never slips) but renders only the newest one; skipped renders count as dropped.
 """
@@ -26,24 +27,15 @@ from .backend import Backend
 from .errors import EngineStopped, Refused
 from .events import DirectionEvent
 from .frames import Frame, FrameSource
+from .journal import Journal
 from .scene import SceneSpec
-from .store import Journal
+from .simulation import Outcome
 from .world import World
 
 log = logging.getLogger(__name__)
 
 MAX_INBOX = 10_000  # pending events; beyond this, callers are told to back off
 MAX_CATCH_UP_SECONDS = 1.0  # after a longer stall (a suspended laptop), skip ahead instead
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of a submitted event: applied at ``event.tick``, or refused."""
-
-    event: DirectionEvent
-    applied: bool
-    reason: str | None = None
-    duplicate: bool = False  # the event id was applied before; nothing happened now
 
 
 @dataclass
@@ -85,7 +77,7 @@ class FrameLoop:
         backend: Backend,
         start_scene: SceneSpec,
         frames: FrameSource | None = None,
-        on_applied: Callable[[DirectionEvent], None] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
         journal: Journal | None = None,
     ) -> None:
         self.world = world
@@ -94,7 +86,8 @@ class FrameLoop:
         self.frames = frames or FrameSource()
         self.stats = LoopStats()
         self.fps = world.tick_hz
-        self._on_applied = on_applied
+        # Told every outcome on the loop thread, in order: must only hand it on (a queue, the bus).
+        self._on_outcome = on_outcome
         self.journal = journal
         self._inbox: deque[_Pending] = deque()
         self._inbox_lock = threading.Lock()
@@ -182,51 +175,46 @@ class FrameLoop:
         with self._inbox_lock:
             batch = list(self._inbox)
             self._inbox.clear()
-        applied: list[str] = []
-        arrivals: list[tuple[str, float]] = []
-        actions: list = []
+        # Calls (reads, a take, a swap of world or backend) happen between ticks,
+        # before this tick's events: a world swapped in takes the events after it.
+        items: list[_Pending] = []
+        ids: set[str] = set()
         for item in batch:
             if item.call is not None:
                 self._run_call(item)
                 continue
             assert item.event is not None
-            if self.journal is not None and self.journal.seen(item.event.id):
-                # Redelivered (Twitch may send a message twice): never apply twice.
+            event_id = item.event.id
+            if event_id in ids or (self.journal is not None and self.journal.seen(event_id)):
+                # Redelivered (Twitch delivers at least once): never apply twice.
                 item.future.set_result(Outcome(item.event, False, "already applied", duplicate=True))
                 continue
-            outcome = self._apply(item.event)
-            if outcome.applied:
-                applied.append(outcome.event.id)
-                arrivals.append((outcome.event.id, item.submitted))
-                actions.append(outcome.event.action)
-                if self.journal is not None:
-                    # Acknowledged by the journal once the event is on disk.
-                    self.journal.append(outcome.event, item.future, outcome)
-                    continue
-            item.future.set_result(outcome)
-        simulation.step(self.world)
-        self._note(actions)
+            ids.add(event_id)
+            items.append(item)
+        outcomes = simulation.advance(self.world, [item.event for item in items], self.start_scene)  # type: ignore[misc]
+        applied: list[str] = []
+        arrivals: list[tuple[str, float]] = []
+        for item, outcome in zip(items, outcomes):
+            if self._on_outcome is not None:
+                self._on_outcome(outcome)
+            if not outcome.applied:
+                self.stats.refused += 1
+                item.future.set_result(outcome)
+                continue
+            self.stats.applied += 1
+            applied.append(outcome.event.id)
+            arrivals.append((outcome.event.id, item.submitted))
+            if self.journal is not None:
+                # Acknowledged by the journal once the event is on disk.
+                self.journal.append(outcome.event, item.future, outcome)
+            else:
+                item.future.set_result(outcome)
+        self._note([o.event.action for o in outcomes if o.applied])
         if self.journal is not None:
             self.journal.after_tick(self.world)
         self.stats.ticks += 1
         self.stats.inbox_depth = len(self._inbox)
         return applied, arrivals
-
-    def _apply(self, event: DirectionEvent) -> Outcome:
-        stamped = event.model_copy(update={"tick": self.world.tick})
-        try:
-            simulation.apply(self.world, stamped, self.start_scene)
-        except Refused as refusal:
-            self.stats.refused += 1
-            return Outcome(stamped, False, refusal.reason)
-        except Exception as exc:  # a bug in one event must not stop the stream
-            log.exception("event %s failed", stamped.id)
-            self.stats.refused += 1
-            return Outcome(stamped, False, f"internal error: {exc}")
-        self.stats.applied += 1
-        if self._on_applied is not None:
-            self._on_applied(stamped)
-        return Outcome(stamped, True)
 
     def _note(self, actions: list) -> None:
         # A learned backend conditions on the tick's events; the renderer needs only the world.
@@ -260,7 +248,8 @@ class FrameLoop:
         self.stats.last_render_seconds = finished - started
         self.stats.render_seconds += finished - started
         self._seq += 1
-        frame = Frame(seq=self._seq, tick=self.world.tick, planar=planar, published=finished, events=tuple(applied))
+        frame = Frame(seq=self._seq, tick=self.world.tick, planar=planar, published=finished, due=due,
+                      events=tuple(applied))
         self.frames.publish(frame)
         self.stats.frames += 1
         self.stats.published.append(finished)
@@ -301,11 +290,11 @@ class FrameLoop:
             raise RuntimeError("run_ticks is for a stopped loop")
         frames = []
         for _ in range(ticks):
-            outcomes = [self._apply(event) for event in events_by_tick.get(self.world.tick, [])]
-            applied = [o.event.id for o in outcomes if o.applied]
-            simulation.step(self.world)
-            self._note([o.event.action for o in outcomes if o.applied])
+            outcomes = simulation.advance(self.world, events_by_tick.get(self.world.tick, []), self.start_scene)
+            applied = [o.event for o in outcomes if o.applied]
+            self._note([event.action for event in applied])
             self._seq += 1
-            frame = Frame(seq=self._seq, tick=self.world.tick, planar=self.backend.render(self.world), events=tuple(applied))
+            frame = Frame(seq=self._seq, tick=self.world.tick, planar=self.backend.render(self.world),
+                          events=tuple(event.id for event in applied))
             frames.append(frame)
         return frames

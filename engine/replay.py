@@ -8,6 +8,7 @@ to the one that was streamed, and any other resolution shows the same moments.
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,9 +18,10 @@ import torch
 
 from . import simulation
 from .backend import Backend
-from .errors import Refused
 from .frames import planar_to_i420
 from .store import Branch, Store
+
+log = logging.getLogger(__name__)
 
 
 def replay_frames(store: Store, branch: Branch, first_tick: int, last_tick: int, backend: Backend) -> Iterator[tuple[int, torch.Tensor]]:
@@ -31,13 +33,12 @@ def replay_frames(store: Store, branch: Branch, first_tick: int, last_tick: int,
     index = 0
     while world.tick <= last_tick:
         yield world.tick, backend.render(world)
+        start = index
         while index < len(pending) and pending[index].tick == world.tick:
-            try:
-                simulation.apply(world, pending[index], store.scene)
-            except Refused:
-                pass  # refused live too: refused events are never journaled, so this is a divergence already logged
             index += 1
-        simulation.step(world)
+        for outcome in simulation.advance(world, pending[start:index], store.scene):
+            if not outcome.applied:  # it applied live (only applied events are journaled): the replay diverged
+                log.warning("replay: event %s refused at tick %s (%s)", outcome.event.id, world.tick - 1, outcome.reason)
 
 
 def write_video(

@@ -93,6 +93,7 @@ def populate(world: World, spec: SceneSpec) -> None:
     """Lay the starting scene into ``world``, keeping its tick and id counters
     (ids are never reused, even across a reset)."""
     world.entities.clear()
+    world.wings.clear()
     world.layout = SetLayout(ground=spec.ground, backdrop=spec.backdrop)
     world.env = Environment(time_of_day=spec.time_of_day, time_target=spec.time_of_day, weather=spec.weather)
     if spec.weather != "clear":

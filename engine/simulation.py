@@ -4,20 +4,34 @@ Both are pure functions of the world and their inputs: no clocks, no global
 random state, only ``math`` on floats. The same starting world and the same
 events stamped with the same ticks therefore give the same worlds, tick after
 tick, which is what makes frames reproducible and replays exact.
+
+``advance`` is the one way a tick happens, live or replayed: this tick's events
+in order, each applied or refused (a refused event leaves the world exactly as it
+was and is reported in its ``Outcome``), then one step. ``fold`` runs a journal
+through ``advance`` to a tick. Nothing else applies events.
+
+Who may send what is the bot's business (the config's roles); the engine
+enforces only the world's own invariants: locks, a frozen world, a full stage.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Callable
 
 from . import catalog
 from .errors import Locked, Refused
 from .events import (
-    Act, CameraMove, DirectionEvent, Freeze, Lock, Move, Recolor, Remove, Rename, Reset, Role,
-    Say, SetScene, SetTime, SetWeather, Spawn, Unfreeze, Unlock, Wear,
+    Act, CameraMove, DirectionEvent, Freeze, Lock, Move, Recolor, Remove, Rename, Reset,
+    Say, SetScene, SetTime, SetWeather, Source, Spawn, Stage, Unfreeze, Unlock, Wear,
 )
 from .scene import SceneSpec, new_character, new_prop, populate
 from .world import Entity, Speech, World
+
+log = logging.getLogger(__name__)
 
 WALK_SPEED = 2.2  # world units per second
 RUN_SPEED = 5.0
@@ -29,48 +43,268 @@ TIME_EASE_PER_SECOND = 1.5  # fraction of the remaining time-of-day gap closed p
 CAMERA_EASE_PER_SECOND = 4.0
 WORLD_SCOPES = ("layout", "weather", "time", "camera")
 ENTITY_SCOPES = ("identity", "wardrobe")
-STAFF_ONLY = (Lock, Unlock, Freeze, Unfreeze, Reset)
+# What a frozen world still takes: the controls that run the show, nothing that changes the scene.
+CONTROLS = (Freeze, Unfreeze, Lock, Unlock, Reset, Stage)
+
+
+# -- one tick ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an event: applied at ``event.tick``, or refused with a
+    ``reason`` for the sender (and the lock's ``scope`` when a lock refused it).
+    ``walked_off`` and ``came_back`` name the characters that left the stage for
+    the wings, or returned from them, because of it."""
+
+    event: DirectionEvent
+    applied: bool
+    reason: str | None = None
+    scope: str | None = None
+    duplicate: bool = False  # the event id was applied before; nothing happened now
+    subject: str | None = None  # the character it was about, by name, once resolved (``target=None``: the sender's)
+    walked_off: tuple[str, ...] = ()
+    came_back: tuple[str, ...] = ()
+
+
+def attempt(world: World, event: DirectionEvent, start: SceneSpec) -> Outcome:
+    """Apply one event at ``world.tick`` (stamping it with that tick), or refuse it.
+
+    The one policy for a refusal, live and replayed: the world is left untouched
+    and the reason is returned. A bug in one event is a refusal too, logged with
+    its traceback: it must not stop the stream or a replay.
+    """
+    stamped = event if event.tick == world.tick else event.model_copy(update={"tick": world.tick})
+    change = _Change(world, stamped.source)
+    try:
+        apply(world, stamped, start, change)
+    except Refused as refusal:
+        change.undo()
+        return Outcome(stamped, False, refusal.reason, getattr(refusal, "scope", None))
+    except Exception as exc:
+        change.undo()
+        log.exception("event %s failed", stamped.id)
+        return Outcome(stamped, False, f"internal error: {exc}")
+    change.settle()
+    return Outcome(stamped, True, subject=change.subject, walked_off=tuple(change.walked_off),
+                   came_back=tuple(change.came_back))
+
+
+def advance(world: World, events: Iterable[DirectionEvent], start: SceneSpec) -> list[Outcome]:
+    """One tick: this tick's events in order, then one step."""
+    outcomes = [attempt(world, event, start) for event in events]
+    step(world)
+    return outcomes
+
+
+def fold(
+    world: World, events: Iterable[DirectionEvent], start: SceneSpec, until: int, *,
+    partial: bool = True, on_outcome: Callable[[Outcome], None] | None = None,
+) -> World:
+    """Run journaled events (stamped, in order) through ``advance`` up to tick ``until``.
+
+    With ``partial`` the events stamped ``until`` are applied too, without the
+    step that follows them (a take marks the world mid-tick, after its events).
+    A journaled event refused here means the replay diverged from the live run;
+    ``on_outcome`` sees every outcome, and a refusal is logged.
+    """
+    batch: list[DirectionEvent] = []
+
+    def run(outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if not outcome.applied:
+                log.warning("replaying event %s at tick %s: refused (%s); the live run applied it",
+                            outcome.event.id, outcome.event.tick, outcome.reason)
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+    for event in events:
+        assert event.tick is not None, "only journaled (stamped) events can be folded"
+        if event.tick > until or (event.tick == until and not partial):
+            break
+        if batch and event.tick != batch[0].tick:
+            run(advance(world, batch, start))
+            batch = []
+        while world.tick < event.tick:
+            step(world)
+        batch.append(event)
+    if batch:
+        if batch[0].tick < until:
+            run(advance(world, batch, start))
+        else:
+            run([attempt(world, e, start) for e in batch])
+    while world.tick < until:
+        step(world)
+    return world
 
 
 # -- applying events ---------------------------------------------------------
 
 
-def apply(world: World, event: DirectionEvent, start: SceneSpec) -> None:
-    """Apply one event at ``world.tick``, or raise ``Refused`` / ``Locked`` and
-    leave the world untouched. ``start`` is the scene a reset returns to."""
+@dataclass
+class _Change:
+    """The stage moves an event made before its action ran (a character brought
+    back from the wings, another walked off to make room), so that a refusal can
+    undo them, and the characters it was about, marked active once it applied."""
+
+    world: World
+    source: Source
+    touched: list[Entity] = field(default_factory=list)
+    subject: str | None = None  # the name of the first character it was about, as it was then
+    walked_off: list[str] = field(default_factory=list)
+    came_back: list[str] = field(default_factory=list)
+    _undo: list[Callable[[], None]] = field(default_factory=list)
+
+    def undo(self) -> None:
+        for step_back in reversed(self._undo):
+            step_back()
+
+    def settle(self) -> None:
+        for entity in self.touched:
+            entity.last_active_tick = self.world.tick
+
+    def _keep_order(self) -> None:
+        """Before the first stage move: remember both rosters as they are, order
+        included (drawing and snapshots follow it), so an undo is exact."""
+        if self._undo:
+            return
+        world = self.world
+        on_stage, away, followed = list(world.entities.items()), list(world.wings.items()), world.camera.follow
+
+        def back() -> None:
+            world.entities.clear()
+            world.entities.update(on_stage)
+            world.wings.clear()
+            world.wings.update(away)
+            world.camera.follow = followed
+
+        self._undo.append(back)
+
+    def walk_off(self, entity: Entity) -> None:
+        world = self.world
+        self._keep_order()
+        saved = (entity.speech, entity.target_x, entity.vx, entity.action, entity.action_tick, entity.y)
+        del world.entities[entity.id]
+        world.wings[entity.id] = entity
+        entity.speech, entity.target_x, entity.vx, entity.y = None, None, 0.0, 0.0
+        entity.action, entity.action_tick = "idle", world.tick
+        if world.camera.follow == entity.id:
+            world.camera.follow = None
+        if len(world.wings) > world.max_in_wings:  # the longest gone leaves for good
+            world.wings.pop(next(iter(world.wings)))
+        self.walked_off.append(entity.name)
+
+        def back() -> None:
+            (entity.speech, entity.target_x, entity.vx, entity.action, entity.action_tick, entity.y) = saved
+
+        self._undo.append(back)
+
+    def make_room(self, room: int = 1, *, strict: bool = True) -> None:
+        """Walk the longest-idle unlocked characters off until ``room`` more fit;
+        when only locked ones are left, refuse (``strict``) or leave them on."""
+        world = self.world
+        busy = {e.id for e in self.touched}
+        free = sorted((e for e in world.entities.values() if not e.locks and e.id not in busy),
+                      key=lambda e: (e.last_active_tick, e.id))
+        while len(world.entities) + room > world.max_on_stage:
+            if not free:
+                if not strict:
+                    return
+                raise Refused(f"the stage is full ({world.max_on_stage} characters, all of them locked)")
+            self.walk_off(free.pop(0))
+
+    def bring_back(self, entity: Entity) -> Entity:
+        world = self.world
+        self._keep_order()
+        self.make_room()
+        del world.wings[entity.id]
+        world.entities[entity.id] = entity
+        self.came_back.append(entity.name)
+        return entity
+
+    def find(self, name: str | None) -> tuple[Entity, bool]:
+        """The character ``name`` (the sender's own for None), and whether it is
+        in the wings. Refused when there is none, or it is someone else's in the wings."""
+        world = self.world
+        if name is None:
+            return self._own()
+        name = name.lstrip("@")
+        entity = world.find_entity(name)
+        if entity is not None:
+            return entity, False
+        away = world.find_in_wings(name)
+        if away is None:
+            raise Refused(f"nobody called {name} is on stage")
+        if not _owned_by(away, self.source):
+            raise Refused(f"{away.name} is in the wings; only {away.owner or 'the streamer'} can bring them back")
+        return away, True
+
+    def entity(self, name: str | None) -> Entity:
+        """The character an action is about, on stage (brought back from the wings if need be)."""
+        entity, away = self.find(name)
+        if away:
+            self.bring_back(entity)
+        self.touched.append(entity)
+        if self.subject is None:
+            self.subject = entity.name
+        return entity
+
+    def _own(self) -> tuple[Entity, bool]:
+        """The sender's character: the one named after them, else the newest they
+        spawned; on stage first, else in the wings."""
+        user = self.source.user.casefold()
+        for place, away in ((self.world.entities, False), (self.world.wings, True)):
+            mine = [e for e in place.values() if _owned_by(e, self.source)]
+            if mine:
+                return max(mine, key=lambda e: (e.name.casefold() == user, e.id)), away
+        raise Refused(f"{self.source.user} has no character on stage yet: spawn one first")
+
+
+def _owned_by(entity: Entity, source: Source) -> bool:
+    user = source.user.casefold()
+    if entity.owner is not None:
+        return entity.owner.casefold() == user
+    return entity.name.casefold() == user  # the scene's own cast, and worlds from before owners
+
+
+def apply(world: World, event: DirectionEvent, start: SceneSpec, change: _Change | None = None) -> None:
+    """Apply one event at ``world.tick``, or raise ``Refused`` / ``Locked``.
+
+    ``start`` is the scene a reset returns to. Use ``attempt``, which undoes the
+    stage moves of a refused event; called alone, a refusal may leave a
+    character brought back from the wings.
+    """
     action = event.action
-    staff = event.source.role >= Role.MODERATOR
-    if isinstance(action, STAFF_ONLY) and not staff:
-        raise Refused(f"only moderators can {action.type}")
-    if world.frozen and not staff:
+    if world.frozen and not isinstance(action, CONTROLS):
         raise Refused("the world is frozen right now")
+    change = change or _Change(world, event.source)
 
     match action:
         case Spawn():
-            _spawn(world, action)
+            _spawn(world, action, change)
         case Remove():
-            _remove(world, action.target)
+            _remove(world, action.target, change)
         case Move():
-            _move(world, _entity(world, action.target), action)
+            _move(world, change.entity(action.target), action)
         case Act():
-            _act(world, _entity(world, action.target), action.action)
+            _act(world, change.entity(action.target), action.action)
         case Say():
-            entity = _entity(world, action.target)
+            entity = change.entity(action.target)
             entity.speech = Speech(text=action.text, until_tick=world.tick + world.seconds(action.seconds))
         case Rename():
-            entity = _entity(world, action.target)
+            entity = change.entity(action.target)
             _check_entity_lock(entity, "identity")
-            other = world.find_entity(action.name)
+            other = world.find_entity(action.name) or world.find_in_wings(action.name)
             if other is not None and other is not entity:
                 raise Refused(f"there is already someone called {other.name}")
             entity.name = action.name
         case Recolor():
-            entity = _entity(world, action.target)
+            entity = change.entity(action.target)
             _check_entity_lock(entity, "wardrobe")
             rgb = tuple(int(action.color[i : i + 2], 16) for i in (1, 3, 5))
             setattr(entity.identity, action.part, rgb)
         case Wear():
-            entity = _entity(world, action.target)
+            entity = change.entity(action.target)
             _check_entity_lock(entity, "wardrobe")
             entity.identity.hat = action.hat
         case SetWeather():
@@ -82,7 +316,7 @@ def apply(world: World, event: DirectionEvent, start: SceneSpec) -> None:
             if action.instant:
                 world.env.time_of_day = action.hour
         case CameraMove():
-            _camera(world, action)
+            _camera(world, action, change)
         case SetScene():
             _check_world_lock(world, "layout")
             if action.ground:
@@ -90,7 +324,7 @@ def apply(world: World, event: DirectionEvent, start: SceneSpec) -> None:
             if action.backdrop:
                 world.layout.backdrop = action.backdrop
         case Lock() | Unlock():
-            _lock(world, action)
+            _lock(world, action, change)
         case Freeze():
             world.frozen = True
         case Unfreeze():
@@ -100,15 +334,14 @@ def apply(world: World, event: DirectionEvent, start: SceneSpec) -> None:
             if held:
                 raise Locked("reset", f"unlock {', '.join(held)} before a reset")
             populate(world, start)
+        case Stage():
+            world.max_on_stage, world.max_in_wings = action.max_characters, action.max_in_wings
+            # A smaller stage sends the idlest off now, not at the next spawn; locked ones stay on.
+            change.make_room(room=0, strict=False)
+            while len(world.wings) > world.max_in_wings:
+                world.wings.pop(next(iter(world.wings)))
         case _:  # pragma: no cover - the Action union is closed
             raise Refused(f"unsupported action {action.type}")
-
-
-def _entity(world: World, name: str) -> Entity:
-    entity = world.find_entity(name.lstrip("@"))
-    if entity is None:
-        raise Refused(f"nobody called {name} is on stage")
-    return entity
 
 
 def _check_world_lock(world: World, scope: str) -> None:
@@ -121,7 +354,7 @@ def _check_entity_lock(entity: Entity, scope: str) -> None:
         raise Locked(scope, f"{entity.name}'s {scope} is locked")
 
 
-def _spawn(world: World, action: Spawn) -> None:
+def _spawn(world: World, action: Spawn, change: _Change) -> None:
     if action.kind in catalog.PROP_KINDS:
         _check_world_lock(world, "layout")
         if len(world.layout.props) >= catalog.MAX_PROPS:
@@ -132,24 +365,38 @@ def _spawn(world: World, action: Spawn) -> None:
         raise Refused(f"a {action.kind} needs a name")
     if world.find_entity(action.name) is not None:
         raise Refused(f"there is already someone called {action.name}")
-    if len(world.entities) >= catalog.MAX_ENTITIES:
-        raise Refused(f"the stage is full ({catalog.MAX_ENTITIES} characters)")
-    new_character(world, action.kind, action.name, action.x)
-
-
-def _remove(world: World, target: str) -> None:
-    entity = world.find_entity(target.lstrip("@"))
-    if entity is not None:
-        _check_entity_lock(entity, "identity")
-        del world.entities[entity.id]
-        if world.camera.follow == entity.id:
-            world.camera.follow = None
+    away = world.find_in_wings(action.name)
+    if away is not None:
+        if not _owned_by(away, change.source):
+            raise Refused(f"there is already someone called {away.name} (in the wings)")
+        change.touched.append(change.bring_back(away))  # the same character, unchanged
+        change.subject = away.name
         return
-    prop = world.find_prop(target)
-    if prop is None:
-        raise Refused(f"there is no {target} to remove")
-    _check_world_lock(world, "layout")
-    world.layout.props.remove(prop)
+    change.make_room()
+    entity = new_character(world, action.kind, action.name, action.x)
+    entity.owner = change.source.user
+    change.touched.append(entity)
+    change.subject = entity.name
+
+
+def _remove(world: World, target: str | None, change: _Change) -> None:
+    if target is not None:
+        name = target.lstrip("@")
+        if world.find_entity(name) is None and world.find_in_wings(name) is None:
+            prop = world.find_prop(name)
+            if prop is None:
+                raise Refused(f"there is no {name} to remove")
+            _check_world_lock(world, "layout")
+            world.layout.props.remove(prop)
+            return
+    entity, away = change.find(target)
+    _check_entity_lock(entity, "identity")
+    if away:  # gone for good, without coming on stage first
+        del world.wings[entity.id]
+        return
+    del world.entities[entity.id]
+    if world.camera.follow == entity.id:
+        world.camera.follow = None
 
 
 def _move(world: World, entity: Entity, action: Move) -> None:
@@ -168,7 +415,7 @@ def _move(world: World, entity: Entity, action: Move) -> None:
 
 def _act(world: World, entity: Entity, action: str) -> None:
     if action in ("walk", "run"):
-        _move(world, entity, Move(target=entity.name, by=3.0 * entity.facing, run=action == "run"))
+        _move(world, entity, Move(by=3.0 * entity.facing, run=action == "run"))
         return
     _set_action(world, entity, action)
 
@@ -178,7 +425,7 @@ def _set_action(world: World, entity: Entity, action: str) -> None:
     entity.action_tick = world.tick
 
 
-def _camera(world: World, action: CameraMove) -> None:
+def _camera(world: World, action: CameraMove, change: _Change) -> None:
     _check_world_lock(world, "camera")
     camera = world.camera
     match action.op:
@@ -188,9 +435,7 @@ def _camera(world: World, action: CameraMove) -> None:
         case "zoom":
             camera.target_zoom = min(max(action.value if action.value is not None else 1.5, 0.5), 4.0)
         case "follow":
-            if action.target is None:
-                raise Refused("follow whom?")
-            camera.follow = _entity(world, action.target).id
+            camera.follow = change.entity(action.target).id
         case "shake":
             seconds = min(max(action.value if action.value is not None else 1.0, 0.1), 5.0)
             camera.shake_until_tick = world.tick + world.seconds(seconds)
@@ -200,12 +445,12 @@ def _camera(world: World, action: CameraMove) -> None:
             camera.target_zoom = 1.0
 
 
-def _lock(world: World, action: Lock | Unlock) -> None:
+def _lock(world: World, action: Lock | Unlock, change: _Change) -> None:
     locking = isinstance(action, Lock)
     if action.scope in ENTITY_SCOPES:
         if action.target is None:
             raise Refused(f"whose {action.scope}? name a character")
-        holder = _entity(world, action.target).locks
+        holder = change.entity(action.target).locks
     else:
         if action.target is not None:
             raise Refused(f"the {action.scope} lock is world-wide; leave out the name")

@@ -26,17 +26,15 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from . import simulation
-from .errors import Refused, StoreError
+from .errors import StoreError
 from .events import DirectionEvent
 from .scene import SceneSpec, build_world
-from .world import World, pack, unpack
+from .world import World
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +126,7 @@ class Head:
 Bound = tuple[int, int, int]  # (branch id, last seq included, last tick included)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, timeout=30.0)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")  # a commit is durable when it returns
@@ -182,7 +180,7 @@ class Store:
     def db(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._local.connection = _connect(self.path)
+            connection = self._local.connection = connect(self.path)
         return connection
 
     def close(self) -> None:
@@ -281,17 +279,8 @@ class Store:
         if frame and world.tick > tick:  # a snapshot taken mid-way through that tick's events
             found = self._snapshot_for([(b, s, t - 1) for b, s, t in bounds])
             after_seq, world = found if found is not None else (0, build_world(self.scene, self.tick_hz))
-        for _, event in self.events(bounds, after_seq):
-            assert event.tick is not None
-            if event.tick > tick or (frame and event.tick == tick):
-                break
-            _step_to(world, event.tick)
-            try:
-                simulation.apply(world, event, self.scene)
-            except Refused as refusal:  # it applied live; a refusal here means the fold diverged
-                log.error("journal event %s no longer applies at tick %d: %s", event.id, event.tick, refusal.reason)
-        _step_to(world, tick)
-        return world
+        events = (event for _, event in self.events(bounds, after_seq))
+        return simulation.fold(world, events, self.scene, tick, partial=not frame)
 
     # -- takes and lines ----------------------------------------------------------------
 
@@ -331,24 +320,19 @@ class Store:
         """Name the current line's head (for use while the stream is not running)."""
         branch = self.current_branch()
         head = self.head(branch)
-        _insert_take(self.db, name, branch.id, head.seq, head.tick, note)
+        insert_take(self.db, name, branch.id, head.seq, head.tick, note)
         return self.take(name)
 
 
-def _insert_take(db: sqlite3.Connection, name: str, branch: int, seq: int, tick: int, note: str) -> None:
+def insert_take(db: sqlite3.Connection, name: str, branch: int, seq: int, tick: int, note: str) -> None:
     try:
         db.execute("INSERT INTO takes VALUES (?, ?, ?, ?, ?, ?)", (name, branch, seq, tick, time.time(), note))
     except sqlite3.IntegrityError:
         raise StoreError(f"there is already a take called {name!r}") from None
 
 
-def _step_to(world: World, tick: int) -> None:
-    while world.tick < tick:
-        simulation.step(world)
-
-
 def _create(path: Path, scene: SceneSpec, tick_hz: int) -> None:
-    db = _connect(path)
+    db = connect(path)
     try:
         db.execute("BEGIN")
         for version in sorted(MIGRATIONS):
@@ -418,7 +402,7 @@ def _migrate(path: Path, version: int) -> None:
         target.close()
     finally:
         source.close()
-    db = _connect(path)
+    db = connect(path)
     try:
         db.execute("BEGIN IMMEDIATE")
         for step in range(version + 1, SCHEMA_VERSION + 1):
@@ -442,224 +426,3 @@ def copy_store(path: Path, to: Path) -> None:
         target.close()
     finally:
         source.close()
-
-
-# -- the journal writer ------------------------------------------------------------------
-
-
-class Journal:
-    """Writes the live world's history from its own thread, in order.
-
-    The frame loop hands it every applied event with the caller's future; the
-    future resolves only after the event's commit is on disk (group commit:
-    whatever queued up while the last commit was syncing goes in the next one).
-    Snapshots and takes go through the same queue, so they land exactly
-    between the events they follow.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        snapshot_seconds: float = 30.0,
-        snapshot_events: int = 1000,
-        on_failure: Callable[[Exception], None] | None = None,
-        keep_all_seconds: float = 3600.0,
-        thin_seconds: float = 600.0,
-    ) -> None:
-        self.store = store
-        self.branch = store.current_branch()
-        self.snapshot_ticks = max(1, round(snapshot_seconds * store.tick_hz))
-        self.snapshot_events = snapshot_events
-        # Snapshots only make restores fast (the journal alone is the truth), so
-        # older ones are thinned: all of the last hour stay, before that one
-        # per ten minutes of ticks. A stream that runs for days keeps a file
-        # that grows with its events, not with its snapshots.
-        self.keep_all_ticks = max(1, round(keep_all_seconds * store.tick_hz))
-        self.thin_ticks = max(1, round(thin_seconds * store.tick_hz))
-        self.on_failure = on_failure
-        self.committed = 0  # events on disk, for metrics
-        self.commits = 0
-        self.commit_seconds = 0.0
-        self.last_error: str | None = None
-        self._queue: deque[tuple[str, Any]] = deque()
-        self._cond = threading.Condition()
-        self._pending_ids: set[str] = set()
-        self._since_snapshot = 0
-        self._last_snapshot_tick: int | None = None
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
-        self._thread.start()
-
-    # -- called from the frame loop thread ---------------------------------------------
-
-    def seen(self, event_id: str) -> bool:
-        """Was this event already applied (committed, or on its way to disk)?"""
-        with self._cond:
-            if event_id in self._pending_ids:
-                return True
-        return self.store.has_event(event_id)
-
-    def append(self, event: DirectionEvent, future: Future | None, result: Any) -> None:
-        with self._cond:
-            self._pending_ids.add(event.id)
-            self._queue.append(("event", (event, future, result)))
-            self._cond.notify()
-        self._since_snapshot += 1
-
-    def after_tick(self, world: World) -> None:
-        """Snapshot when due: every ``snapshot_seconds`` of ticks or ``snapshot_events`` events."""
-        if self._last_snapshot_tick is None:
-            self._last_snapshot_tick = world.tick
-        due = world.tick - self._last_snapshot_tick >= self.snapshot_ticks or self._since_snapshot >= self.snapshot_events
-        if due:
-            self.snapshot(world)
-
-    def snapshot(self, world: World) -> None:
-        self._last_snapshot_tick = world.tick
-        self._since_snapshot = 0
-        # Only a fast copy here, on the frame loop; JSON is made on the writer thread.
-        self._put("snapshot", (world.tick, pack(world)))
-
-    def save_take(self, name: str, tick: int, note: str, future: Future) -> None:
-        self._put("take", (name, tick, note, future))
-
-    def switch(self, branch: Branch) -> None:
-        """Later events go to ``branch`` (which becomes the store's current line)."""
-        self._put("switch", branch)
-
-    def _put(self, kind: str, payload: Any) -> None:
-        with self._cond:
-            self._queue.append((kind, payload))
-            self._cond.notify()
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Block until everything queued so far is on disk."""
-        done: Future = Future()
-        self._put("flush", done)
-        done.result(timeout)
-
-    def close(self, timeout: float = 10.0) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self._thread.join(timeout)
-
-    # -- the writer thread --------------------------------------------------------------------
-
-    def _run(self) -> None:
-        db = _connect(self.store.path)
-        try:
-            while True:
-                with self._cond:
-                    self._cond.wait_for(lambda: self._queue or self._stop)
-                    if not self._queue and self._stop:
-                        return
-                    batch = list(self._queue)
-                    self._queue.clear()
-                self._write(db, batch)
-        finally:
-            db.close()
-
-    def _thin(self, db: sqlite3.Connection, branch: Branch, tick: int) -> None:
-        """Keep the first snapshot of each ``thin_ticks`` stretch older than
-        ``keep_all_ticks`` on this line; drop the rest."""
-        before = tick - self.keep_all_ticks
-        if before <= 0:
-            return
-        db.execute(
-            "DELETE FROM snapshots WHERE branch = ? AND tick < ? AND id NOT IN ("
-            " SELECT MIN(id) FROM snapshots WHERE branch = ? AND tick < ? GROUP BY tick / ?)",
-            (branch.id, before, branch.id, before, self.thin_ticks),
-        )
-
-    def _write(self, db: sqlite3.Connection, batch: list[tuple[str, Any]]) -> None:
-        started = time.perf_counter()
-        branch = self.branch
-        last_seq: int | None = None
-        clashes: dict[str, StoreError] = {}
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for kind, payload in batch:
-                if kind == "event":
-                    event, _, _ = payload
-                    cursor = db.execute(
-                        "INSERT INTO events (id, tick, time, user, role, platform, event, branch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (event.id, event.tick, event.time, event.source.user, event.source.role.label,
-                         event.source.platform, event.model_dump_json(), branch.id),
-                    )
-                    last_seq = cursor.lastrowid
-                elif kind == "snapshot":
-                    tick, packed = payload
-                    after = last_seq if last_seq is not None else self._last_seq(db, branch)
-                    world_json = json.dumps(unpack(packed).to_dict(), separators=(",", ":"))
-                    db.execute(
-                        "INSERT INTO snapshots (after_seq, tick, created, world, branch) VALUES (?, ?, ?, ?, ?)",
-                        (after, tick, time.time(), world_json, branch.id),
-                    )
-                    self._thin(db, branch, tick)
-                elif kind == "take":
-                    name, tick, note, _ = payload
-                    after = last_seq if last_seq is not None else self._last_seq(db, branch)
-                    # A clashing take name is the streamer's typo: it must not undo the events around it.
-                    db.execute("SAVEPOINT take")
-                    try:
-                        _insert_take(db, name, branch.id, after, tick, note)
-                    except StoreError as clash:
-                        db.execute("ROLLBACK TO take")
-                        clashes[name] = clash
-                    db.execute("RELEASE take")
-                elif kind == "switch":
-                    branch = payload
-                    last_seq = None
-                    db.execute("INSERT OR REPLACE INTO meta VALUES ('current_branch', ?)", (str(branch.id),))
-            db.execute("COMMIT")
-        except Exception as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            self._fail(batch, exc)
-            return
-        self.branch = branch
-        self.commits += 1
-        self.commit_seconds += time.perf_counter() - started
-        self._settle(batch, clashes)
-
-    def _last_seq(self, db: sqlite3.Connection, branch: Branch) -> int:
-        (seq,) = db.execute("SELECT MAX(seq) FROM events WHERE branch = ?", (branch.id,)).fetchone()
-        return branch.fork_seq if seq is None else seq
-
-    def _settle(self, batch: list[tuple[str, Any]], clashes: dict[str, StoreError]) -> None:
-        for kind, payload in batch:
-            if kind == "event":
-                event, future, result = payload
-                self.committed += 1
-                with self._cond:
-                    self._pending_ids.discard(event.id)
-                if future is not None and not future.done():
-                    future.set_result(result)
-            elif kind == "take":
-                name, _, _, future = payload
-                if name in clashes:
-                    future.set_exception(clashes[name])
-                else:
-                    future.set_result(self.store.take(name))
-            elif kind == "flush":
-                payload.set_result(None)
-
-    def _fail(self, batch: list[tuple[str, Any]], exc: Exception) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        log.error("could not write the world store %s: %s", self.store.path, self.last_error)
-        for kind, payload in batch:
-            if kind == "event":
-                event, future, _ = payload
-                with self._cond:
-                    self._pending_ids.discard(event.id)
-                if future is not None and not future.done():
-                    future.set_exception(StoreError(f"could not save this to the world store ({exc}); it was undone"))
-            elif kind == "take":
-                payload[3].set_exception(StoreError(f"could not save the take ({exc})"))
-            elif kind == "flush":
-                payload.set_exception(StoreError(str(exc)))
-        if self.on_failure is not None:
-            self.on_failure(exc)

@@ -90,6 +90,8 @@ class Entity:
     speech: Speech | None = None
     spawn_tick: int = 0
     locks: list[str] = field(default_factory=list)  # "identity", "wardrobe"
+    owner: str | None = None  # who spawned it (a chat login); None for the scene's own cast
+    last_active_tick: int = 0  # the last tick an applied event was about it: who walks off first
 
 
 @dataclass
@@ -146,15 +148,22 @@ class World:
     frozen: bool = False
     next_entity_id: int = 1
     next_prop_number: int = 1
+    # Characters that walked off a full stage, longest gone first. They keep their
+    # id, identity, wardrobe and owner; the owner's next command brings them back.
+    wings: dict[int, Entity] = field(default_factory=dict)
+    # The stage's size is part of the world (set by a journaled ``Stage`` event), so
+    # a replay walks the same characters off at the same ticks as the live run.
+    max_on_stage: int = catalog.MAX_ENTITIES
+    max_in_wings: int = catalog.MAX_WINGS
 
     # -- lookups -------------------------------------------------------------
 
     def find_entity(self, name: str) -> Entity | None:
-        wanted = name.casefold()
-        for entity in self.entities.values():
-            if entity.name.casefold() == wanted:
-                return entity
-        return None
+        """The character on stage called ``name`` (names match without case)."""
+        return _named(self.entities, name)
+
+    def find_in_wings(self, name: str) -> Entity | None:
+        return _named(self.wings, name)
 
     def find_prop(self, prop_id: str) -> Prop | None:
         wanted = prop_id.casefold()
@@ -173,21 +182,13 @@ class World:
         data = asdict(self)
         # JSON object keys are strings; keep ids as ints inside the values.
         data["entities"] = [asdict(e) for e in self.entities.values()]
+        data["wings"] = [asdict(e) for e in self.wings.values()]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> World:
-        entities = {}
-        for raw in data.get("entities", []):
-            raw = dict(raw)
-            ident = raw.pop("identity")
-            speech = raw.pop("speech", None)
-            entity = Entity(
-                identity=Identity(**{**ident, **_rgb_fields(ident, ("skin", "outfit", "accent"))}),
-                speech=Speech(**speech) if speech else None,
-                **raw,
-            )
-            entities[entity.id] = entity
+        entities = {e.id: e for e in map(_entity_from_dict, data.get("entities", []))}
+        wings = {e.id: e for e in map(_entity_from_dict, data.get("wings", []))}
         layout = data.get("layout", {})
         env = data.get("env", {})
         return cls(
@@ -206,6 +207,9 @@ class World:
             frozen=data.get("frozen", False),
             next_entity_id=data.get("next_entity_id", len(entities) + 1),
             next_prop_number=data.get("next_prop_number", 1),
+            wings=wings,
+            max_on_stage=data.get("max_on_stage", catalog.MAX_ENTITIES),
+            max_in_wings=data.get("max_in_wings", catalog.MAX_WINGS),
         )
 
 
@@ -221,6 +225,22 @@ def pack(world: World) -> bytes:
 
 def unpack(blob: bytes) -> World:
     return pickle.loads(blob)
+
+
+def _named(entities: dict[int, Entity], name: str) -> Entity | None:
+    wanted = name.casefold()
+    return next((e for e in entities.values() if e.name.casefold() == wanted), None)
+
+
+def _entity_from_dict(raw: dict[str, Any]) -> Entity:
+    raw = dict(raw)
+    ident = raw.pop("identity")
+    speech = raw.pop("speech", None)
+    return Entity(
+        identity=Identity(**{**ident, **_rgb_fields(ident, ("skin", "outfit", "accent"))}),
+        speech=Speech(**speech) if speech else None,
+        **raw,
+    )
 
 
 def _rgb_fields(raw: dict[str, Any], names: tuple[str, ...]) -> dict[str, RGB]:

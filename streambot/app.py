@@ -1,8 +1,10 @@
-"""One running product: engine, bot pipeline, outputs and the control surface.
+"""One running product: the engine, the bot pipeline, the outputs and the control surface.
 
 ``App`` builds every part from a ``Config`` and runs them under one lifecycle:
-``async with App(config) as app`` starts the frame loop, the outputs and the
-HTTP server and stops them all, in reverse order, however the block exits.
+``async with App(config) as app`` starts the engine, the outputs, the bot's
+background tasks and the HTTP server, and stops them all, in reverse order,
+however the block exits. The engine is reached only through ``engine.Engine``;
+the web server sees the app only through ``server.Product``.
 """
 
 from __future__ import annotations
@@ -11,74 +13,85 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import Any
+import signal
+import time
+from collections import deque
+from typing import Any, Iterable
 
 from aiohttp import web
 
-from engine.frames import FrameSource
-from engine.loop import FrameLoop
-from engine.backend import Backend, make_backend
-from engine.store import Journal, Store
-from engine.world import pack, unpack
+from engine import Branch, DirectionEvent, Engine, EngineConfig, Frame, Subscription, Take
 
-from .chat import ChatMessage, ChatSource
+from . import metrics
+from .chat import ChatMessage, ChatResult, ChatSource
 from .config import Config
-from .director import ChatResult, Director
-from .metrics import make_registry
+from .director import Director
+from .messages import Figures
 from .mpegts import MpegTsOutput
+from .outputs import Output
 from .recorder import Recorder
 from .server import make_web_app
-from .takes import TakeDesk
 from .webrtc import WhepServer
 
 log = logging.getLogger(__name__)
 
-FIRST_FRAME_TIMEOUT = 60.0  # seconds; the first render also warms every cache
+FIGURES_PERIOD = 1.0  # seconds between two ``figures`` messages on the stream
+
+
+def engine_config(config: Config) -> EngineConfig:
+    """What the engine needs from the streamer's config."""
+    video, store = config.video, config.store
+    return EngineConfig(
+        store=store.path, scene=config.scene, fps=video.fps, width=video.width, height=video.height,
+        backend=video.backend, device=video.device, checkpoint=video.checkpoint, steps=video.steps,
+        precision=video.precision, snapshot_seconds=store.snapshot_seconds,
+        max_on_stage=config.stage.max_characters, max_in_wings=config.stage.max_in_wings,
+    )
 
 
 class App:
     def __init__(self, config: Config) -> None:
         self.config = config
-        video = config.video
         self.token = config.server.token or secrets.token_urlsafe(24)
         self.token_generated = config.server.token is None
-        # The world comes from its store: a restart continues where it stopped.
-        self.store = Store.open(config.store.path, config.scene, video.fps)
-        world = self.store.restore()
-        self.journal = Journal(self.store, config.store.snapshot_seconds, on_failure=self._journal_failed)
-        backend = self._backend(video.backend, video.steps)
-        frames = FrameSource()
-        self.recorder = (
-            Recorder(
-                frames, config.outputs.record.directory, video.fps,
-                rotate_seconds=None if config.outputs.record.rotate_minutes is None else config.outputs.record.rotate_minutes * 60,
-                rotate_mb=config.outputs.record.rotate_mb, bitrate_kbps=config.outputs.record.bitrate_kbps,
-                command_prefix=config.chat.prefix,
-            )
-            if config.outputs.record.enabled else None
-        )
-        self.loop = FrameLoop(
-            world, backend, self.store.scene, frames=frames, journal=self.journal,
-            on_applied=self.recorder.record_event if self.recorder is not None else None,
-        )
-        self.takes = TakeDesk(self.store, self.journal, self.loop)
-        self.director = Director(config, self.loop, takes=self.takes)
-        outputs = config.outputs
-        self.whep = WhepServer(self.loop.frames, max_sessions=outputs.webrtc.max_viewers) if outputs.webrtc.enabled else None
-        self.mpegts = (
-            MpegTsOutput(self.loop.frames, outputs.mpegts.url, video.fps, outputs.mpegts.bitrate_kbps)
-            if outputs.mpegts.enabled else None
-        )
-        self.registry, self.collector = make_registry(self)
+        self.engine = Engine(engine_config(config))
+        self.director = Director(config, self.engine)
+        self.outputs: list[Output] = self._outputs()
+        self.registry, self.collector = metrics.make_registry(self)
         self.chat_pending = 0
         self.url = ""
+        self._chat_times: deque[float] = deque(maxlen=10_000)  # monotonic, for the chat rate
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    # -- the pipeline entry every chat source uses ---------------------------------
+    def _outputs(self) -> list[Output]:
+        config, frames = self.config, self.engine.frames
+        outputs, video = config.outputs, config.video
+        found: list[Output] = []
+        if outputs.webrtc.enabled:
+            found.append(WhepServer(frames, max_sessions=outputs.webrtc.max_viewers))
+        if outputs.mpegts.enabled:
+            found.append(MpegTsOutput(frames, outputs.mpegts.url, video.fps, outputs.mpegts.bitrate_kbps))
+        record = outputs.record
+        if record.enabled:
+            found.append(Recorder(
+                frames, record.directory, video.fps,
+                rotate_seconds=None if record.rotate_minutes is None else record.rotate_minutes * 60,
+                rotate_mb=record.rotate_mb, bitrate_kbps=record.bitrate_kbps, command_prefix=config.chat.prefix,
+                events=self.engine.subscribe(types={"event_applied"}),
+            ))
+        return found
+
+    def output(self, kind: type) -> Any:
+        """The running output of this class, or None."""
+        return next((o for o in self.outputs if isinstance(o, kind)), None)
+
+    # -- what the web server and the chat sources use (``server.Product``) -------------------
 
     async def handle_chat(self, message: ChatMessage) -> ChatResult:
+        """The pipeline entry every chat source uses."""
         self.chat_pending += 1
+        self._chat_times.append(time.monotonic())
         try:
             result = await self.director.handle(message)
         finally:
@@ -86,22 +99,54 @@ class App:
         self.collector.chat_lines[result.status] += 1
         return result
 
+    async def direct(self, event: DirectionEvent) -> ChatResult:
+        """A direction event from the streamer's own tools (API, panel)."""
+        return await self.director.submit(event)
+
     async def state(self) -> dict[str, Any]:
-        """A consistent copy of the world, taken between ticks on the loop thread."""
-        packed = await asyncio.wrap_future(self.loop.call(pack))
-        world = await asyncio.to_thread(lambda: unpack(packed).to_dict())
-        stats = self.loop.stats
+        """The world, with the bot's side: mode, votes and the recent chat."""
+        world = await self.engine.state()
         return {
             **world,
             "mode": self.director.mode,
             "votes": self.director.votes.status(),
             "recent": list(self.director.recent)[-20:],
-            "video": {"width": self.config.video.width, "height": self.config.video.height, "fps": self.loop.fps,
-                      "backend": self.loop.backend.name},
-            "stats": {"frames": stats.frames, "dropped": stats.dropped, "late": stats.late},
         }
 
-    # -- lifecycle -------------------------------------------------------------------
+    async def takes(self) -> tuple[str, list[Take]]:
+        return await self.engine.takes()
+
+    async def save_take(self, name: str, note: str = "") -> Take:
+        return await self.engine.save_take(name, note)
+
+    async def back_to_take(self, name: str) -> Branch:
+        return await self.engine.back_to_take(name)
+
+    async def switch_backend(self, name: str, steps: int | None = None) -> str:
+        return await self.engine.switch_backend(name, steps)
+
+    def latest_frame(self) -> Frame | None:
+        return self.engine.latest_frame()
+
+    def subscribe(self, types: Iterable[str] | None = None, after: int | None = None) -> Subscription:
+        return self.engine.subscribe(types, after=after)
+
+    @property
+    def stream_epoch(self) -> str:
+        return self.engine.bus.epoch
+
+    def metrics_text(self) -> bytes:
+        return metrics.render(self.registry)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [route for output in self.outputs for route in output.routes()]
+
+    def chat_rate(self, window: float = 5.0) -> float:
+        """Chat lines per second over the last ``window`` seconds."""
+        now = time.monotonic()
+        return sum(1 for t in list(self._chat_times) if now - t <= window) / window
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> App:
         try:
@@ -112,14 +157,12 @@ class App:
         return self
 
     async def _start(self) -> None:
-        self.loop.start()
         # Live means a first frame exists: outputs and /api/frame.png have something to show.
-        await asyncio.wait_for(self.loop.frames.next_frame(0), timeout=FIRST_FRAME_TIMEOUT)
-        if self.mpegts is not None:
-            self.mpegts.start()
-        if self.recorder is not None:
-            self.recorder.start()
+        await self.engine.start()
+        for output in self.outputs:
+            await output.open()
         self._spawn(self.director.run_votes(), "votes")
+        self._spawn(self._report_figures(), "figures")
         self._runner = web.AppRunner(make_web_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
@@ -131,19 +174,14 @@ class App:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.whep is not None:
-            await self.whep.close()
         if self._runner is not None:
-            await self._runner.cleanup()
-        if self.mpegts is not None:
-            await asyncio.to_thread(self.mpegts.stop)
-        if self.recorder is not None:
-            await asyncio.to_thread(self.recorder.stop)
-        # The loop's last act is a snapshot, so a clean restart resumes exactly here.
-        await asyncio.to_thread(self.loop.stop)
-        await asyncio.to_thread(self.journal.close)
-        self.store.close()
-        self.loop.backend.close()
+            await self._runner.cleanup()  # ends the event streams first (server.on_shutdown)
+        for output in reversed(self.outputs):
+            try:
+                await output.close()
+            except Exception:  # one output failing to close must not keep the others open
+                log.exception("could not close %s", output.name)
+        await self.engine.stop()
 
     def _spawn(self, coro: Any, name: str) -> None:
         # Keep a reference: the event loop only holds weak ones to tasks.
@@ -151,29 +189,17 @@ class App:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _backend(self, name: str, steps: int | None) -> Backend:
-        video = self.config.video
-        return make_backend(name, video.width, video.height, video.device, self.store.scene.seed,
-                            str(video.checkpoint) if video.checkpoint else None, steps, video.precision)
-
-    async def switch_backend(self, name: str, steps: int | None = None) -> str:
-        """Change what draws the frames, live. The world is untouched: only the
-        backend is swapped between two ticks; loading happens off the loop."""
-        backend = await asyncio.to_thread(self._backend, name, steps or self.config.video.steps)
-        old = await asyncio.wrap_future(self.loop.call(lambda _: self.loop.replace_backend(backend)))
-        await asyncio.to_thread(old.close)
-        return backend.name
-
-    def _journal_failed(self, error: Exception) -> None:
-        """The store could not take a write (disk full, I/O error): undo what was
-        not saved by going back to the world the store holds. Runs on the
-        journal's thread, so the rebuild never stalls the frame loop."""
-        try:
-            world = self.store.restore(self.journal.branch)
-        except Exception:
-            log.exception("could not rebuild the world from %s", self.store.path)
-            return
-        self.loop.call(lambda _: self.loop.replace_world(world))
+    async def _report_figures(self) -> None:
+        while True:
+            await asyncio.sleep(FIGURES_PERIOD)
+            stats = self.engine.stats()
+            recent = sorted(stats.latencies[-512:])
+            self.engine.publish(Figures(
+                fps=round(stats.fps, 2), target_fps=stats.target_fps, frames=stats.frames, late=stats.late,
+                dropped=stats.dropped, inbox_depth=stats.inbox_depth, chat_lines_per_s=round(self.chat_rate(), 2),
+                event_to_frame_p50=recent[len(recent) // 2] if recent else None,
+                event_to_frame_p99=recent[min(len(recent) - 1, int(0.99 * len(recent)))] if recent else None,
+            ))
 
     def add_source(self, source: ChatSource) -> None:
         """Run a chat source for the app's lifetime, feeding the one pipeline."""
@@ -190,8 +216,6 @@ class App:
     async def serve_forever(self) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        import signal
-
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)

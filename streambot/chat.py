@@ -1,7 +1,9 @@
-"""Chat messages and the sources they come from.
+"""The chat contract: messages in, results out, and the sources they come from.
 
 Every chat platform (the local web chat box, stdin, Twitch) hands the bot the
-same ``ChatMessage``; everything after this point is platform-blind.
+same ``ChatMessage`` and gets a ``ChatResult`` back; everything after this point
+is platform-blind. A message keeps its platform's id: it becomes the direction
+event's id, so a message delivered twice is applied once.
 """
 
 from __future__ import annotations
@@ -11,14 +13,12 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, TextIO
+from typing import Awaitable, Callable, Literal, Protocol, TextIO
 
-from engine.events import Role, Source
-
-if TYPE_CHECKING:
-    from .director import ChatResult
+from engine import DirectionEvent, Role, Source
 
 MAX_CHAT_LENGTH = 500  # Twitch's own limit; longer lines are cut before parsing
+MAX_ID_LENGTH = 64  # a direction event's id
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,34 @@ class ChatMessage:
     def source(self) -> Source:
         return Source(user=self.user[:64] or "anonymous", role=self.role, platform=self.platform)
 
+    @property
+    def event_id(self) -> str:
+        """The id of the direction event this message becomes: the platform's own
+        message id, namespaced by platform (two platforms may reuse an id)."""
+        return f"{self.platform}:{self.id}"[:MAX_ID_LENGTH]
 
-Deliver = Callable[[ChatMessage], Awaitable["ChatResult"]]
+
+Status = Literal["ignored", "duplicate", "applied", "refused", "denied", "invalid", "voted", "info"]
+
+
+@dataclass
+class ChatResult:
+    """What became of a chat line, in words for its sender. ``duplicate``: the
+    same message (by id) was handled before, and nothing happened now."""
+
+    status: Status
+    reply: str | None = None
+    events: list[DirectionEvent] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "reply": self.reply,
+            "events": [e.model_dump(mode="json") for e in self.events],
+        }
+
+
+Deliver = Callable[[ChatMessage], Awaitable[ChatResult]]
 
 
 class ChatSource(Protocol):

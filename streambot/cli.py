@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.errors import EngineError
+from engine import EngineError
 
 from .chat import StdinChat
 from .config import Config, load_config
@@ -128,7 +128,7 @@ def _studio(config: Config, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from engine.model.train import TrainConfig, train
+    from engine import TrainConfig, train
 
     knobs = ("sessions", "figure_sessions", "ticks", "seed",
              "ae_minutes", "prior_minutes", "dynamics_minutes", "figure_minutes")
@@ -164,7 +164,7 @@ async def _serve(config: Config, read_stdin: bool) -> None:
         print(f"streambot is live: open {shown}", flush=True)
         if not app.token_generated:
             print("API token: from the config (not shown)", flush=True)
-        if app.mpegts is not None:
+        if config.outputs.mpegts.enabled:
             print(f"MPEG-TS (H.264) for OBS's Media Source: {config.outputs.mpegts.url}", flush=True)
         if read_stdin:
             print("type chat commands here, e.g. !spawn cat Tom, !weather snow, !help", flush=True)

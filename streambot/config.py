@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.scene import SceneSpec
+from engine import SceneSpec, catalog
 
 from .commands import DEFAULT_COMMANDS, CommandTable
 from .errors import ConfigError
@@ -48,7 +48,7 @@ class VideoConfig(_Section):
     # steps per frame (1 is fastest; up to 4 refine the picture).
     checkpoint: Path | None = None
     steps: int = Field(default=1, ge=1, le=4)
-    # The world model's arithmetic (engine.backend.PRECISIONS): auto takes bf16
+    # The world model's arithmetic (engine.device.PRECISIONS): auto takes bf16
     # where the hardware computes it fast (CUDA, CPUs with AMX), else fp32.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 
@@ -107,12 +107,22 @@ class ChatConfig(_Section):
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
 
 
+class StageConfig(_Section):
+    # At most this many characters on stage at once; a spawn onto a full stage
+    # walks the longest-idle unlocked character off into the wings, from where
+    # its owner's next command brings it back unchanged.
+    max_characters: int = Field(default=catalog.MAX_ENTITIES, ge=1, le=catalog.MAX_ENTITIES)
+    # How many wait in the wings; past this the longest gone leave for good.
+    max_in_wings: int = Field(default=catalog.MAX_WINGS, ge=0, le=100_000)
+
+
 class Config(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    stage: StageConfig = Field(default_factory=StageConfig)
     # The file overrides only what it names: ``spawn: {user_cooldown: 5}`` keeps
     # spawn's default aliases and role.
     commands: CommandTable = Field(default_factory=lambda: dict(DEFAULT_COMMANDS))

@@ -3,6 +3,11 @@
 Every chat source (web chat box, stdin, Twitch) and the API's chat route call
 ``Director.handle``; its ``ChatResult`` says what happened in words a viewer
 understands. Bad input never raises past this point: it becomes a reply.
+
+Who may do what is decided here, once, from the config's ``commands.*.role``:
+the engine enforces only the world's own invariants (locks, a freeze, a full
+stage). A chat message's id becomes its event's id, and a message seen before
+is answered ``duplicate`` without being moderated or applied again.
 """
 
 from __future__ import annotations
@@ -10,64 +15,60 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable, Literal
+import uuid
+from collections import OrderedDict, deque
+from typing import Callable, assert_never
 
-from engine.errors import EngineError
-from engine.events import DirectionEvent, Role, Source
-from engine.loop import FrameLoop, Outcome
+from engine import DirectionEvent, Engine, EngineError, Outcome, Role, Source
 
-from .chat import MAX_CHAT_LENGTH, ChatMessage
-from .commands import Command, CommandError, Grammar, describe
+from .chat import MAX_CHAT_LENGTH, ChatMessage, ChatResult
+from .commands import BotOp, Command, CommandError, Grammar, HelpOp, ModeOp, TakeOp, VoteOp, describe
 from .config import Config
+from .messages import ChatHandled, ModeChanged, VoteClosed, VoteCounted, VoteOpened, VoteOption
 from .moderation import Denied, Moderator
-from .takes import TakeDesk
 from .votes import VoteBox
 
 log = logging.getLogger(__name__)
 
 # Winning votes are the audience's decision, not one viewer's.
 VOTE_SOURCE = Source(user="chat vote", role=Role.VIEWER, platform="local")
-
-Status = Literal["ignored", "applied", "refused", "denied", "invalid", "voted", "info"]
-
-
-@dataclass
-class ChatResult:
-    status: Status
-    reply: str | None = None
-    events: list[DirectionEvent] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {
-            "status": self.status,
-            "reply": self.reply,
-            "events": [e.model_dump(mode="json") for e in self.events],
-        }
+REMEMBERED_MESSAGES = 20_000  # ids kept to recognise a redelivery: minutes of a busy chat
 
 
 class Director:
-    def __init__(
-        self, config: Config, loop: FrameLoop, clock: Callable[[], float] = time.monotonic, takes: TakeDesk | None = None,
-    ) -> None:
+    def __init__(self, config: Config, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self.grammar = Grammar(config.chat.prefix, config.commands)
-        self.moderator = Moderator(config.commands, config.chat.moderation, clock=clock)
-        self.votes = VoteBox(window=config.chat.vote_window, clock=clock)
+        self.moderator = Moderator(config.commands, config.chat.moderation, clock=clock, prefix=config.chat.prefix)
+        self.votes = VoteBox(window=config.chat.vote_window, clock=clock, prefix=config.chat.prefix)
         self.mode = config.chat.mode
-        self.loop = loop
-        self.takes = takes
-        self.recent: deque[dict] = deque(maxlen=50)  # what the overlays show
+        self.engine = engine
+        self.recent: deque[dict] = deque(maxlen=50)  # what /api/state shows
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._tally: list[VoteOption] = []  # the open window's options, as last counted
 
     async def handle(self, message: ChatMessage) -> ChatResult:
+        if self._redelivered(message):
+            return ChatResult("duplicate")
         try:
             result = await self._handle(message)
         except Exception:  # the stream outlives any bug in one chat line
             log.exception("chat line from %s failed", message.user)
             result = ChatResult("invalid", "something went wrong with that command")
         if result.status != "ignored":
-            self.recent.append({"user": message.user, "text": message.text[:MAX_CHAT_LENGTH], **result.to_dict()})
+            text = message.text[:MAX_CHAT_LENGTH]
+            self.recent.append({"user": message.user, "text": text, **result.to_dict()})
+            self.engine.publish(ChatHandled(id=message.event_id, user=message.user, platform=message.platform,
+                                            text=text, status=result.status, reply=result.reply))
         return result
+
+    def _redelivered(self, message: ChatMessage) -> bool:
+        key = message.event_id
+        if key in self._seen:
+            return True
+        self._seen[key] = None
+        if len(self._seen) > REMEMBERED_MESSAGES:
+            self._seen.popitem(last=False)
+        return False
 
     async def _handle(self, message: ChatMessage) -> ChatResult:
         try:
@@ -79,83 +80,107 @@ class Director:
         voting = self.mode == "democracy" and command.action is not None and message.role < self._vote_exempt_role()
         try:
             # A vote spends no cooldown: only role, words and the user's rate apply.
-            self.moderator.check(message, command, voting=voting or command.verb == "vote")
+            self.moderator.check(message, command, voting=voting or isinstance(command.bot, VoteOp))
         except Denied as denied:
             return ChatResult("denied", denied.reason)
 
         if command.bot is not None:
-            if command.bot.kind == "take":
-                return await self._take(command.bot.value)  # type: ignore[arg-type]
-            return self._bot_op(message, command)
+            return await self._bot_op(message, command, command.bot)
         assert command.action is not None
         if voting:
             return self._cast(message, command)
-        return await self.submit(DirectionEvent(action=command.action, source=message.source))
+        return await self.submit(DirectionEvent(id=message.event_id, action=command.action, source=message.source))
 
     async def submit(self, event: DirectionEvent) -> ChatResult:
         """Send one event to the engine and report what it did with it."""
         try:
-            outcome: Outcome = await asyncio.wrap_future(self.loop.submit(event))
+            outcome: Outcome = await self.engine.submit(event)
         except EngineError as error:
             return ChatResult("refused", str(error))
+        if outcome.duplicate:
+            return ChatResult("duplicate", None, [outcome.event])
         if not outcome.applied:
             return ChatResult("refused", outcome.reason, [outcome.event])
-        return ChatResult("applied", f"done: {describe(outcome.event.action, self.grammar.prefix)}", [outcome.event])
+        line = describe(outcome.event.action, self.grammar.prefix, outcome.subject)
+        return ChatResult("applied", f"done: {line}", [outcome.event])
 
-    def _vote_exempt_role(self):
+    def _vote_exempt_role(self) -> Role:
         # Moderators direct the scene directly even in democracy; that is what they are for.
         return self.moderator.config.exempt_role
 
-    def _bot_op(self, message: ChatMessage, command: Command) -> ChatResult:
-        op = command.bot
-        assert op is not None
-        if op.kind == "mode":
-            self.mode = op.value  # type: ignore[assignment]
-            if self.mode == "anarchy":
-                self.votes.clear()  # an open vote must not fire after democracy ended
-            return ChatResult("info", f"mode is now {self.mode}")
-        if op.kind == "help":
-            return ChatResult("info", self.grammar.help(op.value, role=message.role))
-        if op.kind == "vote":
-            if self.mode != "democracy":
-                return ChatResult("info", "votes count only in democracy mode")
-            return self._cast(message, command)
-        return ChatResult("invalid", f"unknown operation {op.kind}")
+    async def _bot_op(self, message: ChatMessage, command: Command, op: BotOp) -> ChatResult:
+        match op:
+            case ModeOp(mode=mode):
+                if mode != self.mode:
+                    self.mode = mode
+                    if mode == "anarchy":
+                        self.votes.clear()  # an open vote must not fire after democracy ended
+                        self._close_window(None)
+                    self.engine.publish(ModeChanged(mode=mode, by=message.source))
+                return ChatResult("info", f"mode is now {mode}")
+            case HelpOp(topic=topic):
+                return ChatResult("info", self.grammar.help(topic, role=message.role))
+            case VoteOp():
+                if self.mode != "democracy":
+                    return ChatResult("info", "votes count only in democracy mode")
+                return self._cast(message, command)
+            case TakeOp():
+                return await self._take(op)
+        assert_never(op)
 
-    async def _take(self, request: tuple[str, object]) -> ChatResult:
-        if self.takes is None:
-            return ChatResult("info", "takes need a world store")
-        op, arg = request
+    async def _take(self, request: TakeOp) -> ChatResult:
         try:
-            if op == "save":
-                name, note = arg  # type: ignore[misc]
-                take = await self.takes.save(name, note)
-                return ChatResult("info", f"saved take {take.name} at tick {take.tick}")
-            if op == "back":
-                branch = await self.takes.back(str(arg))
-                return ChatResult("info", f"back to take {arg}: now on line {branch.name}; the old line is kept")
-            takes = await self.takes.list()
+            match request:
+                case TakeOp(op="save", name=str(name)):
+                    take = await self.engine.save_take(name, request.note)
+                    return ChatResult("info", f"saved take {take.name} at tick {take.tick}")
+                case TakeOp(op="back", name=str(name)):
+                    branch = await self.engine.back_to_take(name)
+                    return ChatResult("info", f"back to take {name}: now on line {branch.name}; the old line is kept")
+            _, takes = await self.engine.takes()
             if not takes:
-                return ChatResult("info", "no takes yet: !take save <name>")
+                return ChatResult("info", f"no takes yet: {self.grammar.prefix}take save <name>")
             return ChatResult("info", "takes: " + ", ".join(t.name for t in takes[-15:]))
         except EngineError as error:
             return ChatResult("refused", str(error))
 
+    # -- democracy ------------------------------------------------------------------------
+
     def _cast(self, message: ChatMessage, command: Command) -> ChatResult:
+        opening = not self.votes.is_open
         try:
             receipt = self.votes.cast(message, command)
         except CommandError as error:  # no such option, too many options
             return ChatResult("invalid", error.reply)
+        status = self.votes.status()
+        self._tally = [VoteOption(number=o["number"], text=o["text"], votes=o["votes"]) for o in status["options"]]
+        if opening:
+            self.engine.publish(VoteOpened(window=status["window"], seconds_left=status["seconds_left"],
+                                           options=tuple(self._tally)))
+        leader = min(self._tally, key=lambda o: (-o.votes, o.number)) if self._tally else None
+        self.engine.publish(VoteCounted(seconds_left=status["seconds_left"], total=status["total"],
+                                        options=tuple(self._tally), leader=leader))
         return ChatResult("voted", str(receipt))
+
+    def _close_window(self, winner: str | None) -> None:
+        if not self._tally:
+            return
+        total = sum(o.votes for o in self._tally)
+        self.engine.publish(VoteClosed(winner=winner, total=total, options=tuple(self._tally)))
+        self._tally = []
 
     async def run_votes(self, period: float = 0.25) -> None:
         """Background task: close due vote windows and apply their winners."""
         while True:
             await asyncio.sleep(period)
             winner = self.votes.due()
-            if winner is None or winner.action is None:
+            if winner is None:
+                if self._tally and not self.votes.is_open:  # closed with nobody left standing
+                    self._close_window(None)
                 continue
-            event = DirectionEvent(action=winner.action, source=VOTE_SOURCE)
+            if winner.action is None:
+                continue
+            self._close_window(describe(winner.action, self.grammar.prefix))
+            event = DirectionEvent(id=uuid.uuid4().hex, action=winner.action, source=VOTE_SOURCE)
             result = await self.submit(event)
             self.recent.append({"user": "vote", "text": winner.verb, **result.to_dict()})
-

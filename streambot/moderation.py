@@ -22,10 +22,10 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.events import Rename, Role, RoleName, Say, Spawn
+from engine import Rename, Role, RoleName, Say, Spawn
 
 from .chat import ChatMessage
-from .commands import Command, CommandSpec
+from .commands import Command, CommandSpec, VoteOp
 from .errors import StreambotError
 
 __all__ = ["ModerationConfig", "Denied", "Cooldown", "Bucket", "Moderator", "BlockedWords"]
@@ -255,9 +255,9 @@ class Moderator:
         now = self._clock()
         verb = command.verb
         self._check_allowed(message, command)
-        inner = command.bot.value if command.bot is not None and command.bot.kind == "vote" else None
-        if isinstance(inner, Command):  # "!vote lock weather" needs what "!lock weather" needs
-            self._check_allowed(message, inner)
+        vote = command.bot
+        if isinstance(vote, VoteOp) and vote.command is not None:  # "!vote lock weather" needs what "!lock weather" needs
+            self._check_allowed(message, vote.command)
         if message.role >= self.config.exempt_role:
             return
 

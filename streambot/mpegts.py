@@ -18,7 +18,10 @@ from urllib.parse import urlsplit
 
 import av
 
-from engine.frames import Frame, FrameSource
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from engine import Frame, FrameSource
 
 from .errors import OutputError
 from .pacing import PacedOutput, add_h264_stream, close_quietly, encode
@@ -70,6 +73,14 @@ class MpegTsOutput(PacedOutput):
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
         self.connected = False
+
+    def metrics(self) -> list[Metric]:
+        return [
+            CounterMetricFamily("streambot_mpegts_frames", "Frames sent over MPEG-TS", value=self.frames_sent),
+            CounterMetricFamily("streambot_mpegts_reconnects", "MPEG-TS reconnects", value=self.reconnects),
+            GaugeMetricFamily("streambot_mpegts_connected", "1 while the MPEG-TS output is connected",
+                              value=1 if self.connected else 0),
+        ]
 
     # -- one connection (reopened without backoff when the frame size changes) ---------
 

@@ -13,14 +13,18 @@ outputs share.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from fractions import Fraction
+from typing import Iterable
 
 import av
+from aiohttp import web
+from prometheus_client.metrics_core import Metric
 
-from engine.frames import Frame, FrameSource
+from engine import Frame, FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,24 @@ class PacedOutput:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    # -- as an ``Output`` -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    async def open(self) -> None:
+        self.start()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.stop)  # joins the thread, which may be finishing a file
+
+    def metrics(self) -> Iterable[Metric]:
+        return ()
+
+    def routes(self) -> list[web.RouteDef]:
+        return []
 
     # -- what a subclass provides ------------------------------------------------------
 

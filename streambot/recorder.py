@@ -9,7 +9,8 @@ complete fragment, where a plain MP4 would be unreadable without its index.
 Files rotate by age or size. Each file gets a sidecar, same stem +
 ``.events.jsonl``, with one JSON object a line for every direction event applied
 while the file was recording, timed from the file's first frame so an editor can
-jump to "where kim made it snow".
+jump to "where kim made it snow". The events come from a subscription to the
+engine's stream (``event_applied``), read once a frame on the recorder's thread.
 
 Failures (disk full, a directory that went away) stay inside the recorder: one log
 line, ``last_error``, and a new file after a backoff. Only a directory that cannot
@@ -22,15 +23,16 @@ import json
 import logging
 import os
 import time
-from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
 import av
 
-from engine.events import DirectionEvent
-from engine.frames import Frame, FrameSource
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from engine import EventApplied, Frame, FrameSource, Gap, Subscription
 
 from .commands import describe
 from .errors import OutputError
@@ -42,10 +44,6 @@ SIDECAR_SUFFIX = ".events.jsonl"
 # A fragment starts at every keyframe; the index box goes first and stays empty, so
 # everything needed to play what was written is always on disk.
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
-MAX_PENDING_EVENTS = 10_000  # bounds memory if the recorder thread is stuck for a long time
-
-
-
 SYNC_SECONDS = 5.0  # how much of a recording a power cut may cost at most
 
 
@@ -69,7 +67,8 @@ class Recorder(PacedOutput):
 
     ``rotate_seconds`` / ``rotate_mb`` start a new file when the current one is that
     old or that big (None: never); each new file starts with a fresh encoder, so on a
-    keyframe. ``record_event`` is for the frame loop: it only appends to a queue.
+    keyframe. ``events`` is a subscription to the stream's ``event_applied``
+    messages; the bus bounds how far behind it may fall, never the frame loop.
 
     Attributes for metrics (written by the recorder thread, read from anywhere):
     ``files`` (every video file started, oldest first), ``current_file`` (None
@@ -87,6 +86,7 @@ class Recorder(PacedOutput):
         bitrate_kbps: int = 8000,
         prefix: str = "stream",
         command_prefix: str = "!",
+        events: Subscription | None = None,
     ) -> None:
         if fps <= 0 or bitrate_kbps <= 0:
             raise OutputError(f"recorder needs fps > 0 and bitrate_kbps > 0, got {fps} and {bitrate_kbps}")
@@ -109,14 +109,15 @@ class Recorder(PacedOutput):
         self.current_file: Path | None = None
         self.frames_written = 0
 
-        self._events: deque[tuple[float, DirectionEvent]] = deque(maxlen=MAX_PENDING_EVENTS)
+        self.events = events
         self._counter = 0
         self._container: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
         self._sidecar: IO[str] | None = None
         self._file_started: float | None = None  # monotonic time of the current file's first frame
+        self._file_started_at: float | None = None  # the same moment on the wall clock, for event times
         self._file_bytes = 0
-        self._recording_since: float | None = None  # None while no file is being written
+        self._recording_since: float | None = None  # wall clock; None while no file is being written
         self._last_sync = 0.0
 
     def start(self) -> None:
@@ -129,10 +130,11 @@ class Recorder(PacedOutput):
         """Finishes the current file (encoder flushed, last fragment and sidecar written)."""
         super().stop(timeout)
 
-    def record_event(self, event: DirectionEvent) -> None:
-        """Notes an applied direction event for the file being recorded now. Cheap and
-        non-blocking: the recorder thread writes it out."""
-        self._events.append((time.monotonic(), event))
+    def metrics(self) -> list[Metric]:
+        return [
+            CounterMetricFamily("streambot_record_frames", "Frames written to recordings", value=self.frames_written),
+            CounterMetricFamily("streambot_record_failures", "Recorder sessions that failed", value=self.failures),
+        ]
 
     def _prepare_directory(self) -> None:
         try:
@@ -166,10 +168,10 @@ class Recorder(PacedOutput):
         )
         self._container.start_encoding()
         self._sidecar = open(path.with_name(path.stem + SIDECAR_SUFFIX), "x", encoding="utf-8")
-        self._file_started = None
+        self._file_started = self._file_started_at = None
         self._file_bytes = 0
         if self._recording_since is None:
-            self._recording_since = time.monotonic()
+            self._recording_since = time.time()
         self.current_file = path
         log.info("recorder: writing %s (%dx%d, %d fps)", path, frame.width, frame.height, self.fps)
 
@@ -195,12 +197,12 @@ class Recorder(PacedOutput):
     def _emit(self, frame: Frame, pts: int) -> None:
         if self._file_started is None:
             self._file_started = self._last_sync = time.monotonic()
+            self._file_started_at = time.time()
         for packet in encode(self._stream, frame, pts):
             self._file_bytes += packet.size
             self._container.mux(packet)
         self.frames_written += 1
-        if self._events:
-            self._write_events()
+        self._write_events()
         if time.monotonic() - self._last_sync >= SYNC_SECONDS:
             # Flushed fragments sit in the page cache until the kernel writes
             # them; a power cut would lose up to half a minute. Sync on this
@@ -238,17 +240,26 @@ class Recorder(PacedOutput):
         self._recording_since = None
 
     def _write_events(self) -> None:
-        """Writes the queued events to this file's sidecar. Events that arrived while
-        no file was being written (before the first, or while retrying after an error)
-        belong to no file and are dropped; those that arrived between two files of one
-        recording go to the newer one."""
+        """Writes the newly applied events to this file's sidecar. Events applied
+        while no file was being written (before the first, or while retrying after
+        an error) belong to no file and are dropped; those between two files of
+        one recording go to the newer one."""
+        if self.events is None:
+            return
         lines = []
-        while self._events:
-            arrived, event = self._events.popleft()
+        for item in self.events.poll():
+            message = item.message
+            if isinstance(message, Gap):
+                log.warning("recorder: fell behind the event stream; %s events are missing from %s",
+                            message.missed, self.current_file)
+                continue
+            if not isinstance(message, EventApplied):
+                continue
+            event, arrived = message.event, message.time
             if self._recording_since is None or arrived < self._recording_since:
                 log.debug("recorder: event %s arrived while nothing was recording; not written", event.id)
                 continue
-            started = self._file_started if self._file_started is not None else arrived
+            started = self._file_started_at if self._file_started_at is not None else arrived
             record = {
                 "t": round(max(arrived - started, 0.0), 3),
                 "tick": event.tick,
@@ -256,7 +267,7 @@ class Recorder(PacedOutput):
                 "user": event.source.user,
                 "role": event.source.role.label,
                 "platform": event.source.platform,
-                "command": describe(event.action, self.command_prefix),
+                "command": describe(event.action, self.command_prefix, message.subject),
                 "action": event.action.model_dump(mode="json"),
             }
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")

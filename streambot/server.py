@@ -4,7 +4,9 @@ Routes (every method other than GET/HEAD needs ``Authorization: Bearer TOKEN``):
 
 - ``GET  /``                 the preview page (video, chat box, world panel)
 - ``GET  /overlays/...``     the overlay pages and their assets
-- ``GET  /api/state``        the world as JSON, plus mode, votes and loop stats
+- ``GET  /api/state``        the world as JSON (with the wings), plus mode, votes and loop stats
+- ``GET  /api/stream``       everything that happens, as server-sent events; resumable
+                             with ``Last-Event-ID`` (or ``?after=ID``), ``?types=a,b`` filters
 - ``POST /api/chat``         ``{user, text, roles}``: a chat line through the same
                              pipeline as Twitch; answers a ChatResult
 - ``POST /api/events``       a direction event from the streamer (JSON); 200 applied,
@@ -26,31 +28,51 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from aiohttp import web
 from PIL import Image
 from pydantic import ValidationError
 
-from engine.backend import BACKENDS
-from engine.errors import EngineError
-from engine.events import DirectionEvent, Role, Source
+from engine import (
+    BACKENDS, Branch, BusClosed, DirectionEvent, EngineError, Frame, Gap, Item, Role, Source, Subscription, Take,
+)
 
 from . import metrics
-from .chat import MAX_CHAT_LENGTH, ChatMessage
-
-if TYPE_CHECKING:
-    from .app import App
+from .chat import MAX_CHAT_LENGTH, ChatMessage, ChatResult
 
 log = logging.getLogger(__name__)
+
+
+class Product(Protocol):
+    """What the web server needs of the running product (``App`` is one)."""
+
+    token: str
+
+    async def handle_chat(self, message: ChatMessage) -> ChatResult: ...
+    async def direct(self, event: DirectionEvent) -> ChatResult: ...
+    async def state(self) -> dict[str, Any]: ...
+    async def takes(self) -> tuple[str, list[Take]]: ...
+    async def save_take(self, name: str, note: str = "") -> Take: ...
+    async def back_to_take(self, name: str) -> Branch: ...
+    async def switch_backend(self, name: str, steps: int | None = None) -> str: ...
+    def latest_frame(self) -> Frame | None: ...
+    def subscribe(self, types: Iterable[str] | None = None, after: int | None = None) -> Subscription: ...
+    @property
+    def stream_epoch(self) -> str: ...
+    def metrics_text(self) -> bytes: ...
+    def routes(self) -> list[web.RouteDef]: ...
+
 
 OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_BODY = 64 * 1024
 APP_KEY = web.AppKey("streambot", object)
+STREAMS_KEY = web.AppKey("streams", set)
+HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing a quiet stream
 
 
-def _app(request: web.Request) -> App:
+def _app(request: web.Request) -> Product:
     return request.app[APP_KEY]  # type: ignore[return-value]
 
 
@@ -118,14 +140,13 @@ async def events(request: web.Request) -> web.Response:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return _error(400, problems)
-    result = await _app(request).director.submit(event)
+    result = await _app(request).direct(event)
     return web.json_response(result.to_dict(), status=200 if result.status == "applied" else 409)
 
 
 async def takes(request: web.Request) -> web.Response:
-    desk = _app(request).takes
-    line = await desk.line()
-    return web.json_response({"line": line.name, "takes": [t.to_dict() for t in await desk.list()]})
+    line, known = await _app(request).takes()
+    return web.json_response({"line": line, "takes": [t.to_dict() for t in known]})
 
 
 async def save_take(request: web.Request) -> web.Response:
@@ -133,7 +154,7 @@ async def save_take(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         return _error(400, 'expected {"name": str, "note": str}')
     try:
-        take = await _app(request).takes.save(body["name"], str(body.get("note", ""))[:200])
+        take = await _app(request).save_take(body["name"], str(body.get("note", ""))[:200])
     except EngineError as error:
         return _error(409, str(error))
     return web.json_response(take.to_dict(), status=201)
@@ -141,7 +162,7 @@ async def save_take(request: web.Request) -> web.Response:
 
 async def back_to_take(request: web.Request) -> web.Response:
     try:
-        branch = await _app(request).takes.back(request.match_info["name"])
+        branch = await _app(request).back_to_take(request.match_info["name"])
     except EngineError as error:
         return _error(404 if "no take" in str(error) else 409, str(error))
     return web.json_response({"line": branch.name, "tick": branch.fork_tick})
@@ -162,7 +183,7 @@ async def backend(request: web.Request) -> web.Response:
 
 
 async def frame_png(request: web.Request) -> web.Response:
-    frame = _app(request).loop.frames.latest()
+    frame = _app(request).latest_frame()
     if frame is None:
         return _error(503, "no frame yet")
 
@@ -177,16 +198,75 @@ async def frame_png(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    app = _app(request)
-    return web.Response(body=metrics.render(app.registry), headers={"Content-Type": metrics.CONTENT_TYPE})
+    return web.Response(body=_app(request).metrics_text(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
-def make_web_app(app: App) -> web.Application:
+def _sse(item: Item, epoch: str) -> str:
+    if isinstance(item.message, Gap):  # a reader's own news: no id, so a resume skips nothing
+        return f"event: gap\ndata: {item.json()}\n\n"
+    return f"id: {epoch}:{item.seq}\nevent: {item.type}\ndata: {item.json()}\n\n"
+
+
+def _resume_point(request: web.Request, epoch: str) -> tuple[int | None, bool]:
+    """(the sequence to resume after, whether the client asked for one we cannot
+    honour because the product restarted since)."""
+    last = request.headers.get("Last-Event-ID") or request.query.get("after")
+    if not last:
+        return None, False
+    given_epoch, _, seq = last.rpartition(":")
+    if given_epoch == epoch and seq.isdigit():
+        return int(seq), False
+    return None, True
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one ``event: TYPE`` with the message's JSON as ``data``
+    for everything that happens. A client that reconnects with the last id it saw
+    gets what it missed, as far back as the stream's memory reaches; past that, or
+    across a restart, it gets a ``gap`` event first and should re-read the state."""
+    product = _app(request)
+    epoch = product.stream_epoch
+    types = {t for t in request.query.get("types", "").split(",") if t} or None
+    after, lost = _resume_point(request, epoch)
+    subscription = product.subscribe(types, after=after)
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no",
+    })
+    await response.prepare(request)
+    streams = request.app[STREAMS_KEY]
+    streams.add(subscription)
+    try:
+        opening = "retry: 2000\n\n"
+        if lost:
+            opening += _sse(Item(0, Gap(missed=None)), epoch)
+        await response.write(opening.encode())
+        while True:
+            items = await subscription.next(timeout=HEARTBEAT_SECONDS)
+            text = "".join(_sse(item, epoch) for item in items) if items else ": ping\n\n"
+            # A slow client holds only this handler: the bus goes on, and it gets a gap later.
+            await response.write(text.encode())
+    except (BusClosed, ConnectionResetError):
+        pass
+    finally:
+        streams.discard(subscription)
+    return response
+
+
+async def _close_streams(web_app: web.Application) -> None:
+    # On shutdown every event stream ends at once instead of holding the server open.
+    for subscription in list(web_app[STREAMS_KEY]):
+        subscription.close()
+
+
+def make_web_app(app: Product) -> web.Application:
     web_app = web.Application(middlewares=[_security], client_max_size=MAX_BODY)
     web_app[APP_KEY] = app
+    web_app[STREAMS_KEY] = set()
+    web_app.on_shutdown.append(_close_streams)
     web_app.add_routes([
         web.get("/", index),
         web.get("/api/state", state),
+        web.get("/api/stream", stream),
         web.post("/api/chat", chat),
         web.post("/api/events", events),
         web.get("/api/frame.png", frame_png),
@@ -197,6 +277,5 @@ def make_web_app(app: App) -> web.Application:
         web.get("/metrics", metrics_page),
         web.static("/overlays", OVERLAYS),
     ])
-    if app.whep is not None:
-        web_app.add_routes(app.whep.routes())
+    web_app.add_routes(app.routes())
     return web_app

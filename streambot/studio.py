@@ -15,9 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engine.render import TorchRenderer
-from engine.replay import write_video
-from engine.store import Branch, Store, Take
+from engine import Branch, Store, Take, make_backend, write_video
 
 from .commands import describe
 from .config import Config
@@ -57,7 +55,7 @@ def stretch_of(store: Store, line: str | None = None, take: str | None = None,
 
 
 def render(store: Store, stretch: Stretch, out: Path, width: int, height: int, device: str = "auto") -> int:
-    backend = TorchRenderer(width, height, device=device, seed=store.scene.seed)
+    backend = make_backend("deterministic", width, height, device=device, seed=store.scene.seed)
     with tqdm(total=stretch.last - stretch.first + 1, unit="frame", desc=out.name) as bar:
         return write_video(store, stretch.branch, stretch.first, stretch.last, backend, out, progress=bar.update)
 

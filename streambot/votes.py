@@ -14,11 +14,15 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from pydantic import ValidationError
+
+from engine import Act, CameraMove, Move, Recolor, Remove, Rename, Say, Wear
+
 from .chat import ChatMessage
-from .commands import Command, CommandError, describe
+from .commands import Command, CommandError, VoteOp, clean_line, describe
 
 __all__ = ["VoteBox", "VoteReceipt", "VoteError"]
 
@@ -46,6 +50,26 @@ class VoteReceipt:
         plural = "" if self.votes == 1 else "s"
         moved = f" (moved from #{self.moved_from})" if self.moved_from is not None else ""
         return f"vote for #{self.option} {self.text}{moved}: {self.votes} vote{plural}, {math.ceil(self.seconds_left)}s left"
+
+
+# Actions whose target None means the sender's own character.
+_OWN_TARGET = (Remove, Move, Act, Say, Rename, Recolor, Wear, CameraMove)
+
+
+def _for_voter(command: Command, voter: str) -> Command:
+    """``command`` with the voter's own character named after the voter: a winner is
+    applied by the chat as a whole, for whom "my character" would mean no one's."""
+    action = command.action
+    if not isinstance(action, _OWN_TARGET) or action.target is not None:
+        return command
+    if isinstance(action, CameraMove) and action.op != "follow":  # only following is about someone
+        return command
+    try:
+        named = type(action).model_validate({**action.model_dump(), "target": clean_line(voter)})
+    except ValidationError:
+        raise VoteError("your chat name cannot stand for your character here — name it in your vote",
+                        verb=command.verb) from None
+    return replace(command, action=named)
 
 
 @dataclass
@@ -83,12 +107,13 @@ class VoteBox:
 
     def cast(self, message: ChatMessage, command: Command) -> VoteReceipt:
         """Count ``message``'s vote for ``command`` (an engine command, or ``!vote``).
+        A vote about the voter's own character (``!jump``) is for the one named after them.
 
         Raises VoteError when the vote names no open option or the window is full.
         """
         now = self._clock()
         self._close_if_over(now)
-        option = self._option_for(command, now)
+        option = self._option_for(command, message.user, now)
         voter = (message.platform, message.user.casefold())
         previous_key = self._ballots.get(voter)
         moved_from = None
@@ -102,23 +127,24 @@ class VoteBox:
             self._deadline = now + self.window
         return VoteReceipt(self._number(option.key), option.text, option.votes, self._left(now), moved_from)
 
-    def _option_for(self, command: Command, now: float) -> _Option:
-        bot = command.bot
-        if bot is not None:
-            if bot.kind != "vote":
-                raise VoteError(f"{self.prefix}{command.verb} cannot be voted on", verb=command.verb)
-            if isinstance(bot.value, int) and not isinstance(bot.value, bool):
+    def _option_for(self, command: Command, voter: str, now: float) -> _Option:
+        match command.bot:
+            case VoteOp(option=int(number)):
                 options = list(self._options.values())
                 if not options:
                     raise VoteError(f"no vote is open — start one with a command, e.g. {self.prefix}weather snow",
                                     verb=command.verb)
-                if not 1 <= bot.value <= len(options):
-                    raise VoteError(f"there is no option #{bot.value}; options go from 1 to {len(options)}",
+                if not 1 <= number <= len(options):
+                    raise VoteError(f"there is no option #{number}; options go from 1 to {len(options)}",
                                     verb=command.verb)
-                return options[bot.value - 1]
-            if not isinstance(bot.value, Command):
-                raise VoteError("vote for a number or a command", verb=command.verb)
-            command = bot.value
+                return options[number - 1]
+            case VoteOp(command=Command() as voted_for):
+                command = voted_for
+            case None:
+                pass
+            case _:
+                raise VoteError(f"{self.prefix}{command.verb} cannot be voted on", verb=command.verb)
+        command = _for_voter(command, voter)
         if command.action is None:
             raise VoteError(f"{self.prefix}{command.verb} cannot be voted on", verb=command.verb)
         key = command.action.model_dump_json()

@@ -39,7 +39,10 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-from engine.frames import Frame, FrameSource
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from engine import Frame, FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +151,17 @@ class WhepServer:
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
 
+    name = "WebRTC (WHEP)"
+
     @property
     def session_count(self) -> int:
         return len(self._sessions)
+
+    async def open(self) -> None:
+        """Nothing to start: sessions begin when viewers POST their offers."""
+
+    def metrics(self) -> list[Metric]:
+        return [GaugeMetricFamily("streambot_webrtc_sessions", "Live WebRTC viewers", value=self.session_count)]
 
     def sessions(self) -> list[str]:
         return list(self._sessions)

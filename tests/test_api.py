@@ -61,7 +61,9 @@ async def test_state_is_public_and_complete(app, http) -> None:
     data = await state(http, app)
     assert {e["name"] for e in data["entities"]} == {"Ada", "Mochi"}
     assert data["mode"] == "anarchy" and data["env"]["weather"] == "clear"
-    assert data["tick"] > 0 or data["tick"] == 0
+    assert data["wings"] == [] and data["line"] == "main" and data["video"]["backend"] == "deterministic"
+    await asyncio.sleep(0.2)
+    assert (await state(http, app))["tick"] > data["tick"]  # the world keeps time between two reads
 
 
 @pytest.mark.asyncio
@@ -153,6 +155,15 @@ async def test_metrics(app, http) -> None:
 
 @pytest.mark.asyncio
 async def test_chat_flood_never_stops_the_frames(app, http) -> None:
+    times: list[float] = []  # when each frame reached a reader, as an output sees them
+
+    async def watch() -> None:
+        seq = 0
+        while True:
+            seq = (await app.engine.next_frame(seq)).seq
+            times.append(time.monotonic())
+
+    watcher = asyncio.create_task(watch())
     started = time.monotonic()
     statuses: set[str] = set()
     sent = 0
@@ -163,9 +174,10 @@ async def test_chat_flood_never_stops_the_frames(app, http) -> None:
         statuses |= {r["status"] for r in results}
         sent += 50
     ended = time.monotonic()
+    watcher.cancel()
     assert statuses == {"applied", "denied", "refused"}  # rate limits held; "x" has no character
     # Behaviour, not speed: frames kept coming all through the flood, with no stall.
-    times = [t for t in list(app.loop.stats.published) if started <= t <= ended]
+    times = [t for t in times if started <= t <= ended]
     gaps = [b - a for a, b in zip([started, *times], [*times, ended])]
     assert max(gaps) < 0.5, f"the frames stalled for {max(gaps):.2f} s during a flood of {sent} lines"
 
@@ -206,3 +218,74 @@ async def test_recording_while_live_has_video_and_an_event_sidecar(http, tmp_pat
     assert len(frames) > 15 and (frames[0].width, frames[0].height) == (320, 180)
     lines = [_json.loads(line) for line in videos[0].with_suffix(".events.jsonl").read_text().splitlines()]
     assert [(e["user"], e["command"]) for e in lines] == [("Ada", "!act Ada jump"), ("kim", "!weather snow")]
+
+
+# -- the event stream -----------------------------------------------------------------
+
+
+async def sse_events(response, count: int, timeout: float = 10.0) -> list[dict]:
+    """The next ``count`` events of a server-sent event stream, as {id, event, data}."""
+    import json as _json
+
+    events: list[dict] = []
+    current: dict = {}
+    async with asyncio.timeout(timeout):
+        while len(events) < count:
+            raw = await response.content.readline()
+            assert raw, f"the stream ended after {len(events)} events"
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if "data" in current:
+                    events.append({**current, "data": _json.loads(current["data"])})
+                current = {}
+            elif not line.startswith(":"):
+                field, _, value = line.partition(": ")
+                current[field] = value
+    return events
+
+
+@pytest.mark.asyncio
+async def test_the_stream_resumes_after_a_reconnect_with_nothing_lost_or_doubled(app, http) -> None:
+    url = app.url + "api/stream?types=event_applied"
+    async with http.get(url) as stream:
+        assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        await say(http, app, "!weather snow", user="kim")
+        await say(http, app, "!jump", user="Ada")
+        first = await sse_events(stream, 2)
+    assert [e["event"] for e in first] == ["event_applied"] * 2
+    assert first[0]["data"]["event"]["action"] == {"type": "weather", "weather": "snow"}
+    assert first[1]["data"]["subject"] == "Ada" and first[1]["data"]["event"]["source"]["user"] == "Ada"
+    # Disconnected: two more things happen; the reconnect says where it stopped.
+    assert (await say(http, app, "!spawn cat Tom", user="lee"))["status"] == "applied"
+    assert (await say(http, app, "!wave", user="Mochi"))["status"] == "applied"
+    async with http.get(url, headers={"Last-Event-ID": first[-1]["id"]}) as stream:
+        missed = await sse_events(stream, 2)
+        assert (await say(http, app, "!spawn frog Pip", user="ana"))["status"] == "applied"
+        live = await sse_events(stream, 1)
+    ids = [e["id"] for e in first + missed + live]
+    assert len(set(ids)) == 5
+    seqs = [int(i.rpartition(":")[2]) for i in ids]
+    assert seqs == sorted(seqs)
+    assert [e["data"]["event"]["source"]["user"] for e in missed + live] == ["lee", "Mochi", "ana"]
+
+
+@pytest.mark.asyncio
+async def test_a_resume_from_another_run_is_told_its_gap_is_unknown(app, http) -> None:
+    async with http.get(app.url + "api/stream", headers={"Last-Event-ID": "0123abcd:41"}) as stream:
+        (gap,) = await sse_events(stream, 1)
+    assert gap["event"] == "gap" and gap["data"]["missed"] is None and "id" not in gap
+
+
+@pytest.mark.asyncio
+async def test_shutting_down_closes_the_streams(tmp_path, http) -> None:
+    app = App(small_config(tmp_path / "world.db"))
+    await app.__aenter__()
+    async with http.get(app.url + "api/stream") as stream:
+        await say(http, app, "!weather snow", user="kim")
+        assert (await sse_events(stream, 1))[0]["event"] in ("event_applied", "chat", "figures")
+        started = time.monotonic()
+        await app.__aexit__(None, None, None)
+        async with asyncio.timeout(10):
+            while await stream.content.readline():
+                pass
+    assert time.monotonic() - started < 10

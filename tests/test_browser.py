@@ -1,9 +1,9 @@
 """The preview page in a real headless Chromium: WHEP video, chat box, world panel.
 
-The server here is a small stand-in for the app (WHEP routes, the overlays folder,
-a token check, a fake chat and state API) running in its own thread. The page-
-driving helpers below only need a base URL and a token, so the same checks can
-run against the real app.
+The server here is the real web server over a small stand-in for the app (frames
+it controls, a two-command chat, a world whose state has the real app's shape,
+checked below), running in its own thread. The page-driving helpers only need a
+base URL and a token, so the same checks run against the real app too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ import torch
 from aiohttp import web
 
 from conftest import Streambot
-from engine.frames import Frame, FrameSource
+from engine import Bus, Frame, FrameSource, SceneSpec, StoreError
+from engine.scene import CharacterSpec, build_world
+from streambot.chat import ChatMessage, ChatResult
+from streambot.server import make_web_app
+from streambot.votes import VoteBox
 from streambot.webrtc import WhepServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -148,11 +152,67 @@ class Scene:
         return Frame(seq=seq, tick=seq, planar=planar)
 
 
-@web.middleware
-async def token_check(request: web.Request, handler):
-    if request.method in ("POST", "DELETE") and request.headers.get("Authorization") != f"Bearer {TOKEN}":
-        return web.json_response({"error": "missing or wrong token"}, status=401)
-    return await handler(request)
+class StandIn:
+    """The app as the web server sees it (``streambot.server.Product``), with the
+    scene above for frames and a two-command chat. The server around it is the
+    real one (``make_web_app``): token checks, routes, overlays and the stream."""
+
+    def __init__(self, frames: FrameSource, scene: Scene, whep: WhepServer) -> None:
+        self.token = TOKEN
+        self.frames, self.scene, self.whep = frames, scene, whep
+        self.bus = Bus()
+        self.world = build_world(SceneSpec(characters=[CharacterSpec(name="Ada", kind="cat"),
+                                                       CharacterSpec(name="Bob", kind="robot")]), 30)
+
+    async def handle_chat(self, message: ChatMessage) -> ChatResult:
+        if message.text.strip() == "!time 0":
+            self.scene.dark = True
+            return ChatResult("applied", f"@{message.user} it is now midnight")
+        return ChatResult("invalid", f"@{message.user} unknown command")
+
+    async def direct(self, event):
+        return ChatResult("refused", "the stand-in takes chat only")
+
+    async def state(self) -> dict:
+        world = self.world.to_dict()
+        world["tick"] = self.scene.seq
+        world["env"]["time_of_day"] = 0.0 if self.scene.dark else 12.0
+        # A hostile value where a name goes: the page must show it as text.
+        world["entities"][0]["name"] = "<b>Ada</b>"
+        return {
+            **world, "line": "main",
+            "video": {"width": WIDTH, "height": HEIGHT, "fps": 30, "backend": "deterministic", "precision": None},
+            "stats": {"frames": self.scene.seq, "dropped": 0, "late": 0},
+            "mode": "anarchy", "votes": VoteBox().status(), "recent": [],
+        }
+
+    async def takes(self):
+        return "main", []
+
+    async def save_take(self, name, note=""):
+        raise StoreError("the stand-in keeps no takes")
+
+    async def back_to_take(self, name):
+        raise StoreError("the stand-in keeps no takes")
+
+    async def switch_backend(self, name, steps=None):
+        return "deterministic"
+
+    def latest_frame(self) -> Frame | None:
+        return self.frames.latest()
+
+    def subscribe(self, types=None, after=None):
+        return self.bus.subscribe(types, after=after)
+
+    @property
+    def stream_epoch(self) -> str:
+        return self.bus.epoch
+
+    def metrics_text(self) -> bytes:
+        return b""
+
+    def routes(self):
+        return self.whep.routes()
 
 
 def build_app(frames: FrameSource, scene: Scene, whep: WhepServer, offers: list[str]) -> web.Application:
@@ -162,37 +222,8 @@ def build_app(frames: FrameSource, scene: Scene, whep: WhepServer, offers: list[
             offers.append(await request.text())
         return await handler(request)
 
-    async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(OVERLAYS / "preview.html")
-
-    async def chat(request: web.Request) -> web.Response:
-        try:
-            message = await request.json()
-            text, user, roles = str(message["text"]), str(message["user"]), list(message["roles"])
-        except (ValueError, KeyError, TypeError):
-            return web.json_response({"error": "expected JSON with user, text and roles"}, status=400)
-        if text.strip() == "!time 0":
-            scene.dark = True
-            return web.json_response({"reply": f"@{user} it is now midnight", "roles": roles})
-        return web.json_response({"reply": f"@{user} unknown command"})
-
-    async def state(request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "tick": scene.seq,
-                "mode": "live",
-                "env": {"time_of_day": 0.0 if scene.dark else 12.0, "weather": "clear"},
-                "entities": [
-                    {"name": "<b>Ada</b>", "kind": "cat", "action": "idle", "x": 0.25},
-                    {"name": "Bob", "kind": "robot", "action": "walk", "x": 0.7},
-                ],
-            }
-        )
-
-    app = web.Application(middlewares=[token_check, record_offers])
-    app.add_routes(whep.routes())
-    app.add_routes([web.get("/", index), web.post("/api/chat", chat), web.get("/api/state", state)])
-    app.router.add_static("/overlays/", OVERLAYS)
+    app = make_web_app(StandIn(frames, scene, whep))
+    app.middlewares.append(record_offers)
 
     async def close_whep(app: web.Application) -> None:
         await whep.close()
@@ -399,6 +430,32 @@ def test_page_reconnects_when_the_server_drops_the_session(server, page):
 # ---- the real product ----------------------------------------------------------------------
 
 
+def test_the_stand_in_state_has_the_real_apps_shape(tmp_path):
+    """The stand-in must not drift from the app: the same keys, in the world and beside it."""
+    from streambot.app import App
+    from streambot.config import parse_config
+
+    async def both() -> tuple[dict, dict]:
+        config = parse_config({
+            "server": {"port": 0, "token": TOKEN}, "store": {"path": str(tmp_path / "world.db")},
+            "video": {"width": WIDTH, "height": HEIGHT}, "outputs": {"mpegts": {"enabled": False}},
+            "scene": {"characters": [{"name": "Ada", "kind": "cat"}, {"name": "Bob", "kind": "robot"}]},
+        })
+        async with App(config) as app:
+            real = await app.state()
+        frames = FrameSource()
+        fake = await StandIn(frames, Scene(frames), WhepServer(frames)).state()
+        return real, fake
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's own loop runs on this thread
+        real, fake = pool.submit(asyncio.run, both()).result(60)
+    assert set(fake) == set(real)
+    assert set(fake["entities"][0]) == set(real["entities"][0])
+    assert set(fake["votes"]) == set(real["votes"]) and set(fake["video"]) == set(real["video"])
+
+
 def start_product(tmp_path: Path) -> Streambot:
     """``streambot run`` with a small config on a free port."""
     config = tmp_path / "stream.yaml"
@@ -425,6 +482,13 @@ def test_real_product_streams_to_chromium_and_obeys_chat(tmp_path, page):
         assert state["env"]["time_target"] == 0.0
         # The world panel lists who is on stage.
         assert "Mochi" in page.locator("body").inner_text()
+        # The feed overlay shows what was said before it opened, then follows the event stream.
+        feed = page.context.new_page()
+        feed.goto(product.url + "overlays/feed.html")
+        feed.locator("#feed .line").filter(has_text="!time midnight").wait_for(timeout=10000)
+        assert send_chat(page, "!weather snow").startswith("done: !weather snow")
+        feed.locator("#feed .line").filter(has_text="!weather snow").wait_for(timeout=10000)
+        assert feed.locator("#feed .line").filter(has_text="!weather snow").count() == 1
     finally:
         code = product.stop()
     assert code == 0, product.output

@@ -20,7 +20,7 @@ def test_demo_runs_offline_and_stops_on_sigint(tmp_path: Path) -> None:
         with urllib.request.urlopen(product.url + "api/state", timeout=10) as response:
             state = json.load(response)
         assert {e["name"] for e in state["entities"]} >= {"Ada", "Mochi", "Bolt"}
-        assert state["video"] == {"width": 1280, "height": 720, "fps": 30, "backend": "deterministic"}
+        assert state["video"] == {"width": 1280, "height": 720, "fps": 30, "backend": "deterministic", "precision": None}
         with urllib.request.urlopen(product.url + "api/frame.png", timeout=10) as response:
             assert response.read(8) == b"\x89PNG\r\n\x1a\n"
     finally:

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from engine import catalog
 from engine.events import (
+    ACTION_TYPES,
     Act,
     CameraMove,
     Freeze,
@@ -33,16 +34,20 @@ from streambot.chat import ChatMessage
 from streambot.commands import (
     DEFAULT_COMMANDS,
     VERBS,
-    BotOp,
     Command,
     CommandError,
     CommandSpec,
     CommandTable,
     Grammar,
+    HelpOp,
+    ModeOp,
+    TakeOp,
+    VoteOp,
     clean_line,
     describe,
     resolve_commands,
 )
+from streambot.commands import _DESCRIBERS, _REGISTRY  # the registry's completeness is under test
 
 GRAMMAR = Grammar()
 
@@ -68,36 +73,36 @@ EXAMPLES = [
     ("!spawn tree", Spawn(kind="tree")),
     ("!spawn house 12", Spawn(kind="house", x=12)),
     ("!remove Tom", Remove(target="Tom")),
-    ("!remove", Remove(target="bob")),
-    ("!jump", Act(target="bob", action="jump")),
-    ("!dance", Act(target="bob", action="dance")),
-    ("!sleep", Act(target="bob", action="sleep")),
+    ("!remove", Remove()),
+    ("!jump", Act(action="jump")),
+    ("!dance", Act(action="dance")),
+    ("!sleep", Act(action="sleep")),
     ("!wave Tom", Act(target="Tom", action="wave")),
     ("!jump Tom", Act(target="Tom", action="jump")),
     ("!jump @Tom", Act(target="Tom", action="jump")),
     ("!act Tom wave", Act(target="Tom", action="wave")),
-    ("!act spin", Act(target="bob", action="spin")),
-    ("!move left 3", Move(target="bob", by=-3)),
-    ("!move right", Move(target="bob", by=3)),
+    ("!act spin", Act(action="spin")),
+    ("!move left 3", Move(by=-3)),
+    ("!move right", Move(by=3)),
     ("!move Tom right 2", Move(target="Tom", by=2)),
     ("!move Tom to 20", Move(target="Tom", to=20)),
-    ("!move -5", Move(target="bob", by=-5)),
+    ("!move -5", Move(by=-5)),
     ("!run Tom left 4", Move(target="Tom", by=-4, run=True)),
-    ("!run right", Move(target="bob", by=3, run=True)),
-    ("!walk left", Move(target="bob", by=-3)),
+    ("!run right", Move(by=3, run=True)),
+    ("!walk left", Move(by=-3)),
     ("!go Tom to 1.5", Move(target="Tom", to=1.5)),
-    ("!say hello there", Say(target="bob", text="hello there")),
+    ("!say hello there", Say(text="hello there")),
     ("!say @Tom hi", Say(target="Tom", text="hi")),
     ("!rename Tom Tommy", Rename(target="Tom", name="Tommy")),
-    ("!rename Tommy", Rename(target="bob", name="Tommy")),
-    ("!recolor red", Recolor(target="bob", color=RED)),
+    ("!rename Tommy", Rename(name="Tommy")),
+    ("!recolor red", Recolor(color=RED)),
     ("!recolor Tom blue", Recolor(target="Tom", color=BLUE)),
     ("!recolor Tom accent #ff00aa", Recolor(target="Tom", part="accent", color="#ff00aa")),
-    ("!color accent red", Recolor(target="bob", part="accent", color=RED)),
-    ("!colour #F0A", Recolor(target="bob", color="#ff00aa")),
-    ("!wear crown", Wear(target="bob", hat="crown")),
+    ("!color accent red", Recolor(part="accent", color=RED)),
+    ("!colour #F0A", Recolor(color="#ff00aa")),
+    ("!wear crown", Wear(hat="crown")),
     ("!wear Tom tophat", Wear(target="Tom", hat="tophat")),
-    ("!hat wizard", Wear(target="bob", hat="wizard")),
+    ("!hat wizard", Wear(hat="wizard")),
     ("!weather snow", SetWeather(weather="snow")),
     ("!weather SUNNY", SetWeather(weather="clear")),
     ("!time 18", SetTime(hour=18)),
@@ -113,7 +118,7 @@ EXAMPLES = [
     ("!cam right", CameraMove(op="pan", value=4)),
     ("!camera zoom 2", CameraMove(op="zoom", value=2)),
     ("!camera follow Tom", CameraMove(op="follow", target="Tom")),
-    ("!camera follow", CameraMove(op="follow", target="bob")),
+    ("!camera follow", CameraMove(op="follow")),
     ("!camera shake", CameraMove(op="shake")),
     ("!camera shake 2", CameraMove(op="shake", value=2)),
     ("!camera reset", CameraMove(op="reset")),
@@ -155,11 +160,14 @@ def test_aliases_resolve_to_their_verb(text: str, verb: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "op"),
-    [("!mode democracy", BotOp("mode", "democracy")), ("!mode Anarchy", BotOp("mode", "anarchy")),
-     ("!help", BotOp("help")), ("!help spawn", BotOp("help", "spawn")), ("!help !colour", BotOp("help", "recolor")),
-     ("!vote 2", BotOp("vote", 2)), ("!v #3", BotOp("vote", 3))],
+    [("!mode democracy", ModeOp("democracy")), ("!mode Anarchy", ModeOp("anarchy")),
+     ("!help", HelpOp()), ("!help spawn", HelpOp("spawn")), ("!help !colour", HelpOp("recolor")),
+     ("!vote 2", VoteOp(option=2)), ("!v #3", VoteOp(option=3)),
+     ("!take save intro the opening shot", TakeOp("save", "intro", "the opening shot")),
+     ("!take save intro", TakeOp("save", "intro")), ("!take back intro", TakeOp("back", "intro")),
+     ("!take list", TakeOp("list")), ("!take", TakeOp("list")), ("!takes", TakeOp("list"))],
 )
-def test_bot_operations(text: str, op: BotOp) -> None:
+def test_bot_operations(text: str, op: object) -> None:
     command = parse(text)
     assert command is not None
     assert command.action is None
@@ -169,14 +177,24 @@ def test_bot_operations(text: str, op: BotOp) -> None:
 def test_vote_for_a_command_text_holds_the_parsed_command() -> None:
     for text in ("!vote weather snow", "!vote !weather snow", "!v weather snow"):
         command = parse(text)
-        assert command is not None and command.bot is not None
-        assert command.bot.kind == "vote"
-        inner = command.bot.value
-        assert isinstance(inner, Command)
+        assert command is not None and isinstance(command.bot, VoteOp)
+        assert command.bot.option is None
+        inner = command.bot.command
+        assert inner is not None
         assert inner.verb == "weather" and inner.action == SetWeather(weather="snow")
-    jump = parse("!vote jump", user="amy")
-    assert jump is not None and jump.bot is not None
-    assert jump.bot.value == Command(verb="jump", action=Act(target="amy", action="jump"))
+    jump = parse("!vote jump Tom", user="amy")
+    assert jump is not None
+    assert jump.bot == VoteOp(command=Command(verb="jump", action=Act(target="Tom", action="jump")))
+
+
+@pytest.mark.parametrize(
+    ("op", "fields"),
+    [(VoteOp, {}), (VoteOp, {"option": 1, "command": Command("weather", SetWeather(weather="snow"))}),
+     (TakeOp, {"op": "save"}), (TakeOp, {"op": "list", "name": "intro"})],
+)
+def test_bot_operations_refuse_an_impossible_shape(op: type, fields: dict) -> None:
+    with pytest.raises(ValueError):
+        op(**fields)
 
 
 @pytest.mark.parametrize("text", ["!vote help", "!vote mode democracy", "!vote vote 2", "!vote 0", "!vote"])
@@ -234,6 +252,9 @@ def test_unknown_verb_without_a_close_match_points_to_help() -> None:
         ("!scene ground lava", "scene", "unknown ground 'lava'"),
         ("!lock Tom weather", "lock", "world-wide"),
         ("!lock identity", "lock", "whose identity?"),
+        ("!lock @ wardrobe", "lock", "whose wardrobe?"),
+        ("!take undo", "take", "unknown take command"),
+        ("!take save", "take", "save which take?"),
         ("!lock everything", "lock", "unknown lock"),
         ("!freeze Tom", "freeze", "takes nothing more"),
         ("!mode demcracy", "mode", "did you mean democracy?"),
@@ -272,7 +293,7 @@ def test_case_zero_width_and_fullwidth_characters_do_not_matter() -> None:
     assert parse("!SPAWN Cat Tom") == parse("!spawn cat Tom")
     assert parse("!sp\u200bawn c\u200dat Tom") == parse("!spawn cat Tom")
     assert parse("\uff01spawn cat Tom") == parse("!spawn cat Tom")  # fullwidth "!"
-    assert parse("!say\thello\x00 \x1b[31mthere") == Command("say", Say(target="bob", text="hello [31mthere"))
+    assert parse("!say\thello\x00 \x1b[31mthere") == Command("say", Say(text="hello [31mthere"))
 
 
 def test_clean_line_strips_controls_and_caps_length() -> None:
@@ -395,7 +416,7 @@ def test_streamer_yaml_overrides_only_what_it_names() -> None:
     assert table["weather"].enabled is False
     assert set(table) == set(VERBS)
     grammar = Grammar(commands=table)
-    assert parse("!talk hi", grammar=grammar) == Command("say", Say(target="bob", text="hi"))
+    assert parse("!talk hi", grammar=grammar) == Command("say", Say(text="hi"))
     assert resolve_commands(table) == table  # idempotent
 
 
@@ -408,13 +429,33 @@ def test_streamer_yaml_with_unknown_verb_names_the_closest() -> None:
 
 # --- describe ---------------------------------------------------------------------------
 
-ROUND_TRIP = [a for t, a in EXAMPLES if not isinstance(a, Say) or a.target != "bob"]
+ROUND_TRIP = [a for _, a in EXAMPLES]
 
 
 @pytest.mark.parametrize("action", ROUND_TRIP, ids=[describe(a) for a in ROUND_TRIP])
 def test_describe_reads_back_as_the_same_action(action: object) -> None:
     command = parse(describe(action), user="someone")
     assert command is not None and command.action == action
+
+
+@pytest.mark.parametrize(
+    ("spellings", "line"),
+    [(["!jump", "!act jump", "!jump @"], "!act jump"),
+     (["!jump Tom", "!jump @Tom", "!act Tom jump", "!act jump Tom"], "!act Tom jump"),
+     (["!say hello", "!say  hello"], "!say hello"), (["!say @Tom hi"], "!say @Tom hi"),
+     (["!rename Zed"], "!rename Zed"), (["!walk left", "!move left 3", "!go -3"], "!move left 3"),
+     (["!colour red", "!recolor outfit red"], "!recolor outfit red"), (["!cam follow"], "!camera follow")],
+)
+def test_the_chatters_own_character_is_left_out_alike_by_every_spelling(spellings: list[str], line: str) -> None:
+    for text in spellings:
+        command = parse(text)
+        assert command is not None and command.action is not None
+        assert describe(command.action) == line
+
+
+def test_every_directable_action_has_a_verb_and_a_description() -> None:
+    made = {verb.makes.model_fields["type"].default for verb in _REGISTRY.values() if verb.makes in _DESCRIBERS}
+    assert set(ACTION_TYPES) <= made
 
 
 # --- fuzzing ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import get_args
 import pytest
 
 from streambot.cli import DEMO_CONFIG
-from engine.backend import PRECISIONS
+from engine.device import PRECISIONS
 from streambot.config import VideoConfig, load_config, parse_config
 from streambot.errors import ConfigError
 

@@ -11,12 +11,13 @@ import torch
 
 from engine import art, catalog
 from engine.events import DirectionEvent, Recolor
+from engine.layout import FLASH_COLOUR, flash_amount, lightning
 from engine.model import checkpoint
 from engine.model.figures import (
     BOTTOM, CANVAS_H, CANVAS_W, COLOURS, FIGURE_LAYOUT, LEFT, LYING_LIFT, RIGHT, TOP, UNIT, Figure, FigureNet,
     composite, figures_of, footprint, tokens_of,
 )
-from engine.render import FLASH_COLOUR, TorchRenderer, flash_amount, lightning
+from engine.render import TorchRenderer
 from engine.scene import SceneSpec
 from engine.simulation import apply
 from engine.world import Entity, Identity, World, stable_seed

@@ -15,11 +15,12 @@ from engine.errors import BackendError
 from engine.events import (
     ACTION_TYPES, Act, CameraMove, Move, Say, SetTime, SetWeather, Spawn,
 )
+from engine.layout import view_of
 from engine.model.data import generate, play, random_script, replay
 from engine.model.state import (
     BACKDROP_PARALLAX, CLOUD_PARALLAX, EVENT_LAYOUT, STATE_LAYOUT, StateEncoder, event_vector,
 )
-from engine.render import TorchRenderer, view_of
+from engine.render import TorchRenderer
 from engine.stage import _Stage, light_for, light_key
 from engine.world import Entity, Identity, Prop, Speech, World, stable_seed
 

@@ -16,6 +16,7 @@ import torch
 
 from engine.events import DirectionEvent, Role, SetTime, SetWeather, Spawn
 from conftest import Publisher
+from engine import Bus, EventApplied, TakeSaved
 from engine.frames import FrameSource
 from streambot.errors import OutputError
 from streambot.recorder import Recorder
@@ -81,14 +82,17 @@ def test_rotates_by_age_and_keeps_the_events_beside_each_file(tmp_path):
         DirectionEvent.of(SetWeather(weather="rain"), "kim", role=Role.VIEWER, platform="twitch"),
         DirectionEvent.of(SetWeather(weather="clear"), "lee", role=Role.VIEWER, platform="twitch"),
     ]
+    bus = Bus()
     with Publisher(frames, numbered, fps=FPS):
-        recorder = Recorder(frames, tmp_path / "rec", FPS, rotate_seconds=1, prefix="clip", command_prefix="?")
+        recorder = Recorder(frames, tmp_path / "rec", FPS, rotate_seconds=1, prefix="clip", command_prefix="?",
+                            events=bus.subscribe(types={"event_applied"}))
         recorder.start()
         try:
             wait_for(lambda: recorder.current_file is not None, 10, "the first file")
             began = time.monotonic()
             for event in sent:
-                recorder.record_event(event)
+                bus.publish(EventApplied(event=event))
+                bus.publish(TakeSaved(name="not-an-event", line="main", tick=1))  # not for the sidecar
                 time.sleep(0.5)
         finally:
             stopping = time.monotonic()

@@ -10,7 +10,8 @@ import torch
 from engine import catalog
 from engine.backend import Backend
 from engine.errors import BackendError
-from engine.render import TorchRenderer, ground_y
+from engine.layout import ground_y
+from engine.render import TorchRenderer
 from engine.world import Entity, Identity, Prop, Speech, World, stable_seed
 
 W, H = 320, 180  # small frames keep the parametrised cases fast

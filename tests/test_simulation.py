@@ -151,14 +151,15 @@ def test_wardrobe_lock_leaves_other_characters_alone() -> None:
     assert w.find_entity("Mochi").identity.outfit == (0x12, 0x34, 0x56)
 
 
-def test_staff_only_actions_need_a_moderator() -> None:
+def test_the_engine_leaves_who_may_do_what_to_the_config() -> None:
+    # Roles are the bot's policy (commands.*.role); the world takes the controls from anyone it is given them by.
     w = world()
-    for action in (Lock(scope="weather"), Freeze(), Reset(), Unlock(scope="weather")):
-        with pytest.raises(Refused, match="moderators"):
-            apply(w, action, Role.VIP)
+    for action in (Lock(scope="weather"), Unlock(scope="weather"), Freeze(), Unfreeze(), Reset()):
+        apply(w, action, Role.VIEWER)
+    assert not w.locks and not w.frozen
 
 
-def test_freeze_holds_the_world_and_refuses_viewers() -> None:
+def test_freeze_holds_the_world_for_everyone_but_keeps_the_controls() -> None:
     w = world()
     apply(w, Move(target="Ada", by=4.0))
     run(w, 5)
@@ -166,11 +167,30 @@ def test_freeze_holds_the_world_and_refuses_viewers() -> None:
     x = w.find_entity("Ada").x
     run(w, 30)
     assert w.find_entity("Ada").x == x
-    with pytest.raises(Refused, match="frozen"):
-        apply(w, SetWeather(weather="rain"))
+    for role in (Role.VIEWER, Role.BROADCASTER):
+        with pytest.raises(Refused, match="frozen"):
+            apply(w, SetWeather(weather="rain"), role)
+    apply(w, Lock(scope="camera"), Role.MODERATOR)  # the controls still work while frozen
     apply(w, Unfreeze(), Role.MODERATOR)
     run(w, 5)
-    assert w.find_entity("Ada").x != x
+    assert w.find_entity("Ada").x != x and w.locks == ["camera"]
+
+
+def test_a_refused_event_leaves_no_trace_even_after_a_call_from_the_wings() -> None:
+    w = world()
+    w.max_on_stage = 2
+    spawn = DirectionEvent.of(Spawn(kind="cat", name="Tom"), "kim", role=Role.VIEWER)
+    assert simulation.attempt(w, spawn, START).walked_off == ("Ada",)  # the idlest, and unlocked
+    before = json.dumps(w.to_dict(), sort_keys=True)
+    # Ada comes back for her own command, but her wardrobe is locked: all of it is undone.
+    w.wings[1].locks.append("wardrobe")
+    outcome = simulation.attempt(w, DirectionEvent.of(Wear(hat="crown"), "Ada", role=Role.VIEWER), START)
+    assert not outcome.applied and outcome.scope == "wardrobe"
+    w.wings[1].locks.clear()
+    assert json.dumps(w.to_dict(), sort_keys=True) == before
+    outcome = simulation.attempt(w, DirectionEvent.of(Wear(hat="crown"), "Ada", role=Role.VIEWER), START)
+    assert outcome.applied and outcome.came_back == ("Ada",) and outcome.subject == "Ada"
+    assert [e.name for e in w.wings.values()] == ["Mochi"] and w.find_entity("Ada").identity.hat == "crown"
 
 
 def test_reset_is_deliberate_and_respects_locks() -> None:

@@ -20,8 +20,9 @@ from engine.loop import FrameLoop
 from engine.render import TorchRenderer
 from engine.replay import replay_frames
 from engine.scene import CharacterSpec, PropSpec, SceneSpec
-from engine.store import MIGRATIONS, SCHEMA_VERSION, Journal, Store, copy_store
-from streambot.takes import TakeDesk
+from engine import Engine, EngineConfig
+from engine.journal import Journal
+from engine.store import MIGRATIONS, SCHEMA_VERSION, Store, copy_store
 
 SCENE = SceneSpec(
     seed=5,
@@ -133,39 +134,41 @@ def test_the_config_scene_does_not_reset_a_stored_world(tmp_path: Path) -> None:
     assert names == {"Ada", "Mochi", "Zed"}
 
 
-def test_takes_go_back_and_branch_without_losing_the_old_line(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_takes_go_back_and_branch_without_losing_the_old_line(tmp_path: Path) -> None:
     path = tmp_path / "world.db"
-    live = Live(path)
-    play(live, SESSION[:3])
-    from concurrent.futures import Future
+    config = EngineConfig(store=path, scene=SCENE, fps=HZ, width=W, height=H, snapshot_seconds=0.5)
+    async with Engine(config) as engine:
+        for action in SESSION[:3]:
+            assert (await engine.submit(ev(action))).applied
+        take = await engine.save_take("intro", "before the storm")
+        # Read from another connection, as the take was written.
+        at_intro = Store.open(path, SCENE, HZ).restore(tick=take.tick).to_dict()
+        for action in (SetWeather(weather="storm"), Spawn(kind="ghost", name="Boo")):
+            assert (await engine.submit(ev(action))).applied
+        main_end = await engine.state()
 
-    saved: Future = Future()
-    at_intro = live.loop.call(
-        lambda w: (live.journal.save_take("intro", w.tick, "before the storm", saved), w.to_dict())[1]
-    ).result(timeout=5)
-    saved.result(timeout=5)
-    play(live, [SetWeather(weather="storm"), Spawn(kind="ghost", name="Boo")])
-    time.sleep(0.2)
-    main_end = live.world()
-
-    # Go back: a new line from the take; the main line stays.
-    branch = asyncio.run(TakeDesk(live.store, live.journal, live.loop).back("intro"))
-    assert live.world()["env"]["weather"] == at_intro["env"]["weather"] == "rain"
-    assert live.store.restore(branch, tick=at_intro["tick"]).to_dict() == at_intro
-    play(live, [SetWeather(weather="snow"), Spawn(kind="robot", name="Unit")])
-    final = live.stop()
+        # Go back: a new line from the take; the main line stays.
+        branch = await engine.back_to_take("intro")
+        now = await engine.state()
+        assert now["env"]["weather"] == at_intro["env"]["weather"] == "rain"
+        assert {e["name"] for e in now["entities"]} == {e["name"] for e in at_intro["entities"]}
+        assert now["line"] == branch.name == "intro" and now["tick"] >= take.tick
+        for action in (SetWeather(weather="snow"), Spawn(kind="robot", name="Unit")):
+            assert (await engine.submit(ev(action))).applied
 
     store = Store.open(path, SCENE, HZ)
     assert [t.name for t in store.takes()] == ["intro"] and store.takes()[0].note == "before the storm"
     assert {b.name for b in store.branches()} == {"main", "intro"}
     assert store.current_branch().name == "intro"
-    assert store.restore().to_dict() == final
+    assert store.restore(branch, tick=take.tick).to_dict() == at_intro
     old = store.restore(store.branch("main"))
     names = {e.name for e in old.entities.values()}
     assert "Boo" in names and "Unit" not in names and old.env.weather == "storm"
     assert old.tick >= main_end["tick"]
-    new_names = {e.name for e in store.restore().entities.values()}
-    assert "Unit" in new_names and "Boo" not in new_names
+    new = store.restore()
+    assert "Unit" in {e.name for e in new.entities.values()} and "Boo" not in {e.name for e in new.entities.values()}
+    assert new.env.weather == "snow"
 
 
 def test_take_names_are_unique_without_undoing_events(tmp_path: Path) -> None:
@@ -307,33 +310,36 @@ def test_an_old_store_is_backed_up_and_migrated(tmp_path: Path) -> None:
     json.dumps([t.to_dict() for t in store.takes()])
 
 
-def test_both_lines_replay_bit_for_bit_after_going_back(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_both_lines_replay_bit_for_bit_after_going_back(tmp_path: Path) -> None:
     import threading
-    from concurrent.futures import Future
 
-    live = Live(tmp_path / "world.db")
+    config = EngineConfig(store=tmp_path / "world.db", scene=SCENE, fps=HZ, width=W, height=H, snapshot_seconds=0.5)
     frames: list[tuple[int, str]] = []  # (tick, hash) in publish order
     stop = threading.Event()
 
-    def grab() -> None:
-        seq = 0
-        while not stop.is_set():
-            frame = live.loop.frames.wait_newer(seq, timeout=0.2)
-            if frame is not None:
-                seq = frame.seq
-                frames.append((frame.tick, hashlib.sha256(frame.planar.numpy().tobytes()).hexdigest()))
+    async with Engine(config) as engine:
+        def grab() -> None:
+            seq = 0
+            while not stop.is_set():
+                frame = engine.frames.wait_newer(seq, timeout=0.2)
+                if frame is not None:
+                    seq = frame.seq
+                    frames.append((frame.tick, hashlib.sha256(frame.planar.numpy().tobytes()).hexdigest()))
 
-    grabber = threading.Thread(target=grab)
-    grabber.start()
-    play(live, SESSION[:3], gap=0.05)
-    saved: Future = Future()
-    live.loop.call(lambda w: live.journal.save_take("mark", w.tick, "", saved))
-    saved.result(timeout=5)
-    play(live, [SetWeather(weather="storm"), Spawn(kind="ghost", name="Boo")], gap=0.1)
-    asyncio.run(TakeDesk(live.store, live.journal, live.loop).back("mark"))
-    play(live, [SetWeather(weather="snow"), Spawn(kind="robot", name="Unit")], gap=0.1)
-    time.sleep(0.2)
-    live.stop()
+        async def play_now(actions, gap: float) -> None:
+            for action in actions:
+                assert (await engine.submit(ev(action))).applied
+                await asyncio.sleep(gap)
+
+        grabber = threading.Thread(target=grab)
+        grabber.start()
+        await play_now(SESSION[:3], 0.05)
+        await engine.save_take("mark")
+        await play_now([SetWeather(weather="storm"), Spawn(kind="ghost", name="Boo")], 0.1)
+        await engine.back_to_take("mark")
+        await play_now([SetWeather(weather="snow"), Spawn(kind="robot", name="Unit")], 0.1)
+        await asyncio.sleep(0.2)
     stop.set()
     grabber.join()
 
@@ -345,7 +351,8 @@ def test_both_lines_replay_bit_for_bit_after_going_back(tmp_path: Path) -> None:
         ticks = sorted(seen)
         replayed = dict(
             (tick, hashlib.sha256(planar.numpy().tobytes()).hexdigest())
-            for tick, planar in replay_frames(store, store.branch(name), ticks[0], ticks[-1], TorchRenderer(W, H, device="cpu"))
+            for tick, planar in replay_frames(store, store.branch(name), ticks[0], ticks[-1],
+                                              TorchRenderer(W, H, device="cpu", seed=SCENE.seed))
         )
         assert len(ticks) > 5
         different = [t for t in ticks if replayed[t] != seen[t]]
@@ -361,12 +368,12 @@ def test_old_snapshots_are_thinned_and_restores_stay_exact(tmp_path: Path) -> No
     worlds = {}
     for chunk in range(60):  # 600 ticks, journaled as the frame loop does, a snapshot every 10
         for i in range(10):
+            events = []
             if i in (0, 5):
                 action = Move(target="Ada", by=0.5 if chunk % 4 < 2 else -0.5) if i == 0 else SetTime(hour=chunk % 24)
-                event = ev(action).model_copy(update={"tick": world.tick})
-                simulation.apply(world, event, SCENE)
-                journal.append(event, None, None)
-            simulation.step(world)
+                events.append(ev(action))
+            for outcome in simulation.advance(world, events, SCENE):
+                journal.append(outcome.event, None, None)
         journal.snapshot(world)
         worlds[world.tick] = world.to_dict()
     journal.flush()

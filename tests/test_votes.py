@@ -54,6 +54,22 @@ def test_the_chatters_own_character_makes_different_options(clock: FakeClock) ->
     assert box.tally() == [("!act a jump", 1), ("!act b jump", 1)]
 
 
+def test_a_vote_about_ones_own_character_names_the_voters(clock: FakeClock) -> None:
+    box = VoteBox(clock=clock)
+    vote(box, "a", "!jump")
+    assert vote(box, "b", "!jump a").option == 1  # the same character, so the same option
+    vote(box, "c", "!camera follow")
+    vote(box, "d", "!camera pan 2")  # about no one: nothing to name
+    assert box.tally() == [("!act a jump", 2), ("!camera follow c", 1), ("!camera pan 2", 1)]
+
+
+def test_a_voter_whose_name_cannot_be_a_characters_must_name_one(clock: FakeClock) -> None:
+    box = VoteBox(clock=clock)
+    with pytest.raises(VoteError, match="name it in your vote"):
+        vote(box, "x" * 41, "!jump")
+    assert vote(box, "x" * 41, "!jump Tom").votes == 1
+
+
 def test_one_vote_per_chatter_and_a_later_vote_moves_it(clock: FakeClock) -> None:
     box = VoteBox(clock=clock)
     vote(box, "a", "!weather snow")

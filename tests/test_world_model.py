@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine import simulation
-from engine.backend import bf16_is_native
+from engine.device import bf16_is_native
 from engine.errors import BackendError
 from engine.events import DirectionEvent, Move, Recolor, Role, SetTime, SetWeather, Spawn
 from engine.loop import FrameLoop
@@ -88,12 +88,10 @@ def test_a_recolour_shows_at_once_and_stays() -> None:
             world = build_world(SCENE, 30)
             seen = []
             for tick in range(104):
-                if recolour and tick == 3:
-                    event = ev(Recolor(target="Ada", part="outfit", color="#ff2010"))
-                    simulation.apply(world, event, SCENE)
-                    if name == "neural":
-                        backend.note_events([event.action])
-                simulation.step(world)
+                events = [ev(Recolor(target="Ada", part="outfit", color="#ff2010"))] if recolour and tick == 3 else []
+                applied = [o.event.action for o in simulation.advance(world, events, SCENE) if o.applied]
+                if name == "neural" and applied:
+                    backend.note_events(applied)
                 frame = backend.render(world)
                 if tick in (3, 103):
                     ada = next(b[1:] for b in boxes.entity_boxes(world) if world.entities[b[0]].name == "Ada")
@@ -117,11 +115,10 @@ def test_the_stream_holds_the_scene_and_follows_the_light() -> None:
     world = build_world(SCENE, 30)
     seen = {}
     for tick in range(240):
-        if tick == 60:
-            event = ev(SetTime(hour=20.5))
-            simulation.apply(world, event, SCENE)
-            neural.note_events([event.action])
-        simulation.step(world)
+        events = [ev(SetTime(hour=20.5))] if tick == 60 else []
+        applied = [o.event.action for o in simulation.advance(world, events, SCENE) if o.applied]
+        if applied:
+            neural.note_events(applied)
         frame = neural.render(world)
         if tick in (5, 239):
             seen[tick] = psnr(frame, truth.render(world))
@@ -275,11 +272,11 @@ async def test_switching_backends_live_keeps_the_world(tmp_path: Path) -> None:
             assert r.status == 200 and (await r.json())["backend"] == "neural"
         after = await app.state()
         assert after["video"]["backend"] == "neural"
-        assert app.loop.backend.dtype == torch.bfloat16  # the config's precision, not the hardware's default
+        assert after["video"]["precision"] == "bf16"  # the config's precision, not the hardware's default
         assert [e["id"] for e in after["entities"]] == [e["id"] for e in before["entities"]]
         assert after["tick"] >= before["tick"]
-        seq = app.loop.frames.latest().seq
-        frame = await asyncio.wait_for(app.loop.frames.next_frame(seq + 5), 10)
+        seq = app.latest_frame().seq
+        frame = await asyncio.wait_for(app.engine.next_frame(seq + 5), 10)
         assert frame.planar.shape == (3, H, W)
         async with http.post(app.url + "api/backend", json={"backend": "teleporter"}) as r:
             assert r.status == 400

@@ -27,7 +27,7 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
-from ..backend import pick_device, pick_dtype
+from ..device import pick_device, pick_dtype
 from ..render import TorchRenderer
 from ..world import World, stable_seed
 from . import checkpoint

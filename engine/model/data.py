@@ -26,7 +26,6 @@ from typing import Iterator
 import torch
 
 from .. import catalog, simulation
-from ..errors import EngineError
 from ..events import (
     Act, Action, CameraMove, DirectionEvent, Freeze, Move, Recolor, Remove, Rename, Reset, Role, Say, SetScene,
     SetTime, SetWeather, Source, Spawn, Unfreeze, Wear,
@@ -218,20 +217,14 @@ def play(seed: int, ticks: int, tick_hz: int = 30) -> Iterator[tuple[World, list
     world = build_world(scene, tick_hz)
     count = 0
     for _ in range(ticks):
-        applied: list[Action] = []
-        stamped: list[DirectionEvent] = []
+        events = []
         for action in random_script(rng, world):
-            event = DirectionEvent(id=f"{seed}-{count}", action=action, source=_SOURCE,
-                                   time=world.tick / tick_hz, tick=world.tick)
+            events.append(DirectionEvent(id=f"{seed}-{count}", action=action, source=_SOURCE,
+                                         time=world.tick / tick_hz, tick=world.tick))
             count += 1
-            try:
-                simulation.apply(world, event, scene)
-            except EngineError:
-                continue  # refused (a name taken, a lock): a live loop drops it too
-            applied.append(action)
-            stamped.append(event)
-        simulation.step(world)
-        yield world, applied, stamped
+        # Refused ones (a name taken, a lock) drop out, as they do live.
+        applied = [o.event for o in simulation.advance(world, events, scene) if o.applied]
+        yield world, [e.action for e in applied], applied
 
 
 def scene_of(seed: int) -> SceneSpec:
@@ -245,10 +238,10 @@ def replay(scene: SceneSpec, journal: list[tuple[int, DirectionEvent]], ticks: i
     world = build_world(scene, tick_hz)
     index = 0
     for _ in range(ticks):
+        start = index
         while index < len(journal) and journal[index][0] == world.tick:
-            simulation.apply(world, journal[index][1], scene)
             index += 1
-        simulation.step(world)
+        simulation.advance(world, [event for _, event in journal[start:index]], scene)
         yield world
 
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import art
-from ..render import FLASH_COLOUR, entity_spots, flash_amount, fog_veil, lightning, view_of
+from ..layout import FLASH_COLOUR, entity_spots, flash_amount, fog_veil, lightning, view_of
 from ..stage import light_key
 from ..world import World
 from .state import cached_light, look_features
@@ -49,7 +49,7 @@ CANVAS_H = int((TOP - BOTTOM) * UNIT)  # 40
 # turns its sprite, so the network learns one body in one orientation. (Asked
 # to draw it lying, it had too few examples: a sleeper in a held-out session
 # came out as a smear, about 12.6 dB inside its box.) Lying, the body rests on
-# its back from the ground up to about half a unit (``render.LYING_SPAN``);
+# its back from the ground up to about half a unit (``layout.LYING_SPAN``);
 # standing, it is drawn shifted by this lift so it is centred on the feet like
 # any standing body.
 LYING_LIFT = 0.25

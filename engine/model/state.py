@@ -5,7 +5,7 @@ The map is what keeps a generated stream from drifting: every frame, the
 engine's own state says where each character stands, how it looks and moves,
 and what the light, weather and camera are doing, so the model only has to draw
 it. It is rasterised at latent resolution with the deterministic renderer's
-camera transform (``engine.render.view_of``), computed at the size of the
+camera transform (``engine.layout.view_of``), computed at the size of the
 picture the model draws, so map and picture line up to the pixel, shake
 included.
 
@@ -37,7 +37,7 @@ import torch
 
 from .. import art, catalog
 from ..events import ACTION_TYPES, Act, CameraMove, Move, SetTime, SetWeather, Spawn
-from ..render import View, body_extent, entity_spots, lightning, prop_spot, view_of
+from ..layout import View, body_extent, entity_spots, lightning, prop_spot, view_of
 from ..stage import HORIZON, Light, light_for, light_key
 from ..world import World, stable_seed
 
@@ -308,7 +308,10 @@ def event_vector(actions: list) -> torch.Tensor:
     v = [0.0] * len(EVENT_LAYOUT)
     at = _EVENT_INDEX
     for action in actions:
-        v[at[f"event.{action.type}"]] = 1.0
+        kind = at.get(f"event.{action.type}")
+        if kind is None:  # the engine's own bookkeeping (``stage``): nothing on screen
+            continue
+        v[kind] = 1.0
         if isinstance(action, SetWeather):
             v[at[f"weather.{action.weather}"]] = 1.0
         elif isinstance(action, SetTime):

@@ -1,0 +1,207 @@
+"""The stream of what happens: one ordered log of typed messages, many readers.
+
+Publishers (the frame loop's thread, the bot on asyncio) append a message and
+return at once: publishing is O(1) whatever the number of readers, so no reader
+can slow the frame loop or another reader. The bus keeps the newest ``capacity``
+messages in a ring, each with a sequence number; a ``Subscription`` is a cursor
+into it. A reader that falls more than its ``limit`` behind (or out of the ring)
+loses its own oldest messages and is told how many in a ``Gap`` message, the
+first thing its next read returns.
+
+Sequence numbers restart with the process, so the bus has an ``epoch``: a reader
+resuming with ``(epoch, seq)`` from another run is told that its gap is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .messages import Gap, Message
+
+DEFAULT_CAPACITY = 8192  # about 16 s of a 500-lines/s chat flood
+
+
+@dataclass
+class Item:
+    """A message with its place in the stream; ``seq`` is 0 for a ``Gap``, which
+    is a reader's own and has no place."""
+
+    seq: int
+    message: Message
+    _json: str | None = field(default=None, repr=False)
+
+    @property
+    def type(self) -> str:
+        return self.message.type  # type: ignore[attr-defined]
+
+    def json(self) -> str:
+        """The message as JSON, made once and shared by every reader that sends it on."""
+        if self._json is None:
+            self._json = self.message.model_dump_json()
+        return self._json
+
+
+class _Waker:
+    """Wakes one event loop's readers; at most one wake-up is in flight per loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.event = asyncio.Event()
+        self.scheduled = False
+
+    def fire(self) -> None:
+        self.scheduled = False
+        self.event.set()
+
+
+class BusClosed(Exception):
+    """The bus was closed (the product is shutting down): nothing more will come."""
+
+
+class Bus:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self.epoch = secrets.token_hex(4)
+        self.published = 0
+        self._ring: deque[Item] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self._wakers: dict[asyncio.AbstractEventLoop, _Waker] = {}
+        self._closed = False
+
+    @property
+    def head(self) -> int:
+        """The sequence number of the newest message (0 before the first)."""
+        return self.published
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def publish(self, message: Message) -> int:
+        """Append ``message``; returns its sequence number. Safe from any thread, never blocks."""
+        with self._lock:
+            if self._closed:
+                return 0
+            self.published += 1
+            seq = self.published
+            self._ring.append(Item(seq, message))
+            wakers = [w for w in self._wakers.values() if not w.scheduled]
+            for waker in wakers:
+                waker.scheduled = True
+        for waker in wakers:
+            try:
+                waker.loop.call_soon_threadsafe(waker.fire)
+            except RuntimeError:  # that event loop is closed: forget it
+                with self._lock:
+                    self._wakers.pop(waker.loop, None)
+        return seq
+
+    def subscribe(
+        self, types: Iterable[str] | None = None, limit: int | None = None, after: int | None = None,
+    ) -> Subscription:
+        """A reader of messages published from now on (or after sequence ``after``,
+        as far back as the ring reaches). ``types`` keeps only those message types;
+        ``limit`` is how far behind it may fall before it loses its oldest."""
+        with self._lock:
+            start = self.published + 1 if after is None else max(after + 1, 1)
+        return Subscription(self, start, frozenset(types) if types else None, min(limit or self.capacity, self.capacity))
+
+    def close(self) -> None:
+        """End the stream: every reader waiting now or later gets ``BusClosed``."""
+        with self._lock:
+            self._closed = True
+            wakers = list(self._wakers.values())
+        for waker in wakers:
+            try:
+                waker.loop.call_soon_threadsafe(waker.fire)
+            except RuntimeError:
+                pass
+
+    # -- for subscriptions ---------------------------------------------------------------
+
+    def _read(self, cursor: int, limit: int) -> tuple[list[Item], int, int]:
+        """(items from ``cursor`` on, how many were lost, the next cursor)."""
+        with self._lock:
+            if not self._ring or cursor > self.published:
+                return [], 0, cursor
+            first = self._ring[0].seq
+            missed = max(0, first - cursor)
+            cursor = max(cursor, first)
+            backlog = self.published - cursor + 1
+            if backlog > limit:
+                missed += backlog - limit
+                cursor += backlog - limit
+            items = list(itertools.islice(self._ring, cursor - first, None))
+            return items, missed, self.published + 1
+
+    def _waker(self) -> _Waker:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            waker = self._wakers.get(loop)
+            if waker is None:
+                waker = self._wakers[loop] = _Waker(loop)
+        return waker
+
+
+class Subscription:
+    """One reader's cursor. ``poll`` never blocks (for threads that come by
+    regularly, like the recorder's); ``next`` waits on asyncio."""
+
+    def __init__(self, bus: Bus, cursor: int, types: frozenset[str] | None, limit: int) -> None:
+        self.bus = bus
+        self.cursor = cursor
+        self.types = types
+        self.limit = limit
+        self.missed = 0  # every message this reader lost, in all
+        self.closed = False
+
+    def close(self) -> None:
+        """End this reader: a ``next`` waiting now raises ``BusClosed``."""
+        self.closed = True
+        with self.bus._lock:
+            wakers = list(self.bus._wakers.values())
+        for waker in wakers:
+            try:
+                waker.loop.call_soon_threadsafe(waker.fire)
+            except RuntimeError:
+                pass
+
+    def poll(self) -> list[Item]:
+        items, missed, self.cursor = self.bus._read(self.cursor, self.limit)
+        if self.types is not None:
+            items = [item for item in items if item.type in self.types]
+        if missed:
+            self.missed += missed
+            items.insert(0, Item(0, Gap(missed=missed)))
+        return items
+
+    async def next(self, timeout: float | None = None) -> list[Item]:
+        """The messages since the last read, waiting for at least one (an empty
+        list after ``timeout`` seconds). Raises ``BusClosed`` once the bus or this
+        reader is closed."""
+        waker = self.bus._waker()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if self.closed or self.bus.closed:
+                raise BusClosed()
+            items = self.poll()
+            if items:
+                return items
+            waker.event.clear()
+            items = self.poll()  # published between the poll and the clear
+            if items:
+                return items
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return []
+            try:
+                await asyncio.wait_for(waker.event.wait(), left)
+            except asyncio.TimeoutError:
+                return []

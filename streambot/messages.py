@@ -1,0 +1,85 @@
+"""What the bot tells the stream, beside the engine's own messages.
+
+Votes, the audience mode, every chat line handled and the periodic figures are
+the bot's news; they go on the engine's bus (``Engine.publish``) so that one
+``GET /api/stream`` carries everything that happens. Same shape as
+``engine.messages``: frozen pydantic models with a ``type`` tag and a ``time``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from engine import Message, Source
+
+
+class VoteOption(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    text: str
+    votes: int
+
+
+class VoteOpened(Message):
+    """The first vote of a window opened it; it closes ``window`` seconds later."""
+
+    type: Literal["vote_opened"] = "vote_opened"
+    window: float
+    seconds_left: float
+    options: tuple[VoteOption, ...]
+
+
+class VoteCounted(Message):
+    """A vote was cast or moved; ``leader`` is the option in front (ties as the winner would be chosen)."""
+
+    type: Literal["vote_counted"] = "vote_counted"
+    seconds_left: float
+    total: int
+    options: tuple[VoteOption, ...]
+    leader: VoteOption | None
+
+
+class VoteClosed(Message):
+    """The window is over: ``winner`` is the command played (None: nobody voted, or democracy ended)."""
+
+    type: Literal["vote_closed"] = "vote_closed"
+    winner: str | None
+    total: int
+    options: tuple[VoteOption, ...]
+
+
+class ModeChanged(Message):
+    type: Literal["mode"] = "mode"
+    mode: Literal["anarchy", "democracy"]
+    by: Source
+
+
+class ChatHandled(Message):
+    """A chat command went through the pipeline (lines that were not commands are not told).
+    ``status`` is the ``ChatResult``'s; ``reply`` is what the sender is told."""
+
+    type: Literal["chat"] = "chat"
+    id: str
+    user: str
+    platform: str
+    text: str
+    status: str
+    reply: str | None = None
+
+
+class Figures(Message):
+    """Once a second: how the stream holds up."""
+
+    type: Literal["figures"] = "figures"
+    fps: float
+    target_fps: int
+    frames: int
+    late: int
+    dropped: int
+    inbox_depth: int
+    chat_lines_per_s: float
+    event_to_frame_p50: float | None
+    event_to_frame_p99: float | None
