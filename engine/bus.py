@@ -25,6 +25,10 @@ from typing import Iterable
 from .messages import Gap, Message
 
 DEFAULT_CAPACITY = 8192  # about 16 s of a 500-lines/s chat flood
+# Readers on one event loop are woken at most this often: under a flood each wake
+# hands every reader a batch, so a hundred readers cost tens of wake-ups a second,
+# not hundreds, on an interpreter they share with the frame loop.
+WAKE_INTERVAL = 0.05  # seconds; a quiet stream still wakes its readers at once
 
 
 @dataclass
@@ -48,14 +52,21 @@ class Item:
 
 
 class _Waker:
-    """Wakes one event loop's readers; at most one wake-up is in flight per loop."""
+    """Wakes one event loop's readers: at most one wake-up is in flight per loop,
+    and wake-ups are at least ``WAKE_INTERVAL`` apart."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.event = asyncio.Event()
         self.scheduled = False
+        self._last = 0.0
+
+    def arm(self) -> None:
+        """On the loop: fire now, or when the interval since the last wake-up is over."""
+        self.loop.call_at(max(self.loop.time(), self._last + WAKE_INTERVAL), self.fire)
 
     def fire(self) -> None:
+        self._last = self.loop.time()
         self.scheduled = False
         self.event.set()
 
@@ -96,7 +107,7 @@ class Bus:
                 waker.scheduled = True
         for waker in wakers:
             try:
-                waker.loop.call_soon_threadsafe(waker.fire)
+                waker.loop.call_soon_threadsafe(waker.arm)
             except RuntimeError:  # that event loop is closed: forget it
                 with self._lock:
                     self._wakers.pop(waker.loop, None)
@@ -137,7 +148,10 @@ class Bus:
             if backlog > limit:
                 missed += backlog - limit
                 cursor += backlog - limit
-            items = list(itertools.islice(self._ring, cursor - first, None))
+            # From the newest end: a reader that keeps up costs what it reads, not the ring's length,
+            # and the lock (which the frame loop's publish takes too) is held that briefly.
+            items = list(itertools.islice(reversed(self._ring), self.published - cursor + 1))
+            items.reverse()
             return items, missed, self.published + 1
 
     def _waker(self) -> _Waker:
@@ -198,10 +212,14 @@ class Subscription:
             items = self.poll()  # published between the poll and the clear
             if items:
                 return items
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
+            if deadline is None:
+                await waker.event.wait()
+                continue
+            left = deadline - loop.time()
+            if left <= 0:
                 return []
             try:
-                await asyncio.wait_for(waker.event.wait(), left)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(left):
+                    await waker.event.wait()
+            except TimeoutError:
                 return []

@@ -185,6 +185,7 @@ async def test_chat_flood_never_stops_the_frames(app, http) -> None:
 @pytest.mark.asyncio
 async def test_democracy_majority_wins(http, tmp_path) -> None:
     async with App(small_config(tmp_path / "world.db", mode="democracy")) as app:
+        stream = app.subscribe(types={"vote_opened", "vote_counted", "vote_closed", "mode", "event_applied"})
         for user, text in (("a", "!weather snow"), ("b", "!weather snow"), ("c", "!weather rain")):
             result = await say(http, app, text, user=user)
             assert result["status"] == "voted", result
@@ -195,6 +196,19 @@ async def test_democracy_majority_wins(http, tmp_path) -> None:
         assert (await state(http, app))["env"]["weather"] == "snow"
         # A moderator directs directly even in democracy.
         assert (await say(http, app, "!weather fog", role="moderator", user="mod"))["status"] == "applied"
+        assert (await say(http, app, "!mode anarchy", role="moderator", user="mod"))["status"] == "info"
+        told = []
+        while not any(m.type == "mode" for m in told):
+            told += [item.message for item in await stream.next(timeout=5)]
+    # The stream told the whole vote: opened, each count with its leader, closed with the winner, played.
+    kinds = [m.type for m in told]
+    assert kinds == ["vote_opened", "vote_counted", "vote_counted", "vote_counted", "vote_closed",
+                     "event_applied", "event_applied", "mode"], kinds
+    counted = told[3]
+    assert [(o.text, o.votes) for o in counted.options] == [("!weather snow", 2), ("!weather rain", 1)]
+    assert counted.leader.text == "!weather snow" and counted.total == 3
+    assert told[4].winner == "!weather snow" and told[5].event.source.user == "chat vote"
+    assert told[7].mode == "anarchy" and told[7].by.user == "mod"
 
 
 @pytest.mark.asyncio
@@ -267,6 +281,15 @@ async def test_the_stream_resumes_after_a_reconnect_with_nothing_lost_or_doubled
     seqs = [int(i.rpartition(":")[2]) for i in ids]
     assert seqs == sorted(seqs)
     assert [e["data"]["event"]["source"]["user"] for e in missed + live] == ["lee", "Mochi", "ana"]
+
+
+@pytest.mark.asyncio
+async def test_the_stream_reports_the_figures_every_second(app, http) -> None:
+    async with http.get(app.url + "api/stream?types=figures") as stream:
+        (figures,) = await sse_events(stream, 1, timeout=5)
+    data = figures["data"]
+    assert data["target_fps"] == 30 and data["fps"] > 0 and data["frames"] > 0
+    assert {"late", "dropped", "chat_lines_per_s", "event_to_frame_p99"} <= set(data)
 
 
 @pytest.mark.asyncio

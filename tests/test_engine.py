@@ -12,7 +12,8 @@ from typing import AsyncIterator
 import pytest
 
 from engine import (
-    DirectionEvent, Engine, EventApplied, EventRefused, FrozenChanged, LockChanged, Role, SetWeather, Spawn, Store,
+    Bus, DirectionEvent, Engine, EventApplied, EventRefused, FrozenChanged, Gap, LockChanged, Role, SetWeather, Spawn,
+    Store,
 )
 from streambot.app import engine_config
 from streambot.chat import ChatMessage
@@ -192,3 +193,23 @@ async def test_the_config_decides_who_may_freeze_and_the_engine_obeys(tmp_path) 
     async with running(config_for(tmp_path / "other.db")) as (engine, director):
         denied = await director.handle(chat("kim", "!freeze"))
         assert denied.status == "denied" and "moderators" in denied.reply
+
+
+@pytest.mark.asyncio
+async def test_a_reader_that_never_reads_costs_the_running_engine_nothing_and_is_told_its_gap(tmp_path) -> None:
+    config = config_for(tmp_path / "world.db")
+    async with Engine(engine_config(config), bus=Bus(capacity=50)) as engine:
+        dead = engine.subscribe()
+        live = engine.subscribe(types={"event_applied"})
+        frames_before = engine.stats().frames
+        seen: list[str] = []
+        for n in range(120):  # each one a message; the dead reader's share overflows twice over
+            outcome = await engine.submit(DirectionEvent.of(Spawn(kind="tree", x=1 + n % 30), "mod"))
+            assert outcome.applied or outcome.reason.startswith("the set is full")
+            seen += [item.message.event.id for item in live.poll() if item.type == "event_applied"]
+        assert engine.stats().frames > frames_before  # frames kept coming all along
+        items = dead.poll()
+        assert isinstance(items[0].message, Gap) and items[0].message.missed >= 70
+        assert len(items) == 51  # the gap, then the newest 50
+        applied = engine.stats().applied
+        assert len(set(seen)) == len(seen) == applied  # the reader that kept up missed nothing
