@@ -131,15 +131,18 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop the loop (its last act is a snapshot, so a restart resumes exactly
-        here), flush and close the store. Safe to call on a half-started engine."""
-        if self._loop is not None:
-            await asyncio.to_thread(self._loop.stop)
-        if self._journal is not None:
-            await asyncio.to_thread(self._journal.close)
-        if self._store is not None:
-            self._store.close()
-        if self._loop is not None:
-            self._loop.backend.close()
+        here), flush and close the store. Safe to call on a half-started or a
+        stopped engine."""
+        loop, journal, store = self._loop, self._journal, self._store
+        self._loop = self._journal = self._store = None
+        if loop is not None:
+            await asyncio.to_thread(loop.stop)
+        if journal is not None:
+            await asyncio.to_thread(journal.close)
+        if store is not None:
+            store.close()
+        if loop is not None:
+            loop.backend.close()
         self.bus.close()
 
     async def __aenter__(self) -> Engine:
@@ -296,7 +299,8 @@ class Engine:
         not saved by going back to the world the store holds. Runs on the
         journal's thread, so the rebuild never stalls the frame loop."""
         store, journal, loop = self._store, self._journal, self._loop
-        assert store is not None and journal is not None and loop is not None
+        if store is None or journal is None or loop is None:  # stopping: the next start restores from disk
+            return
         try:
             world = store.restore(journal.branch)
         except Exception:

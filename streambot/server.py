@@ -70,6 +70,10 @@ MAX_BODY = 64 * 1024
 APP_KEY = web.AppKey("streambot", object)
 STREAMS_KEY = web.AppKey("streams", set)
 HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing a quiet stream
+# One write per connection at most this often: under a flood each write carries a
+# batch, so a hundred overlays cost a thousand writes a second, not tens of thousands,
+# on the interpreter the frame loop shares. A tenth of a second is below what a viewer sees.
+STREAM_WRITE_INTERVAL = 0.1
 
 
 def _app(request: web.Request) -> Product:
@@ -240,11 +244,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
         if lost:
             opening += _sse(Item(0, Gap(missed=None)), epoch)
         await response.write(opening.encode())
+        loop = asyncio.get_running_loop()
         while True:
             items = await subscription.next(timeout=HEARTBEAT_SECONDS)
             text = "".join(_sse(item, epoch) for item in items) if items else ": ping\n\n"
             # A slow client holds only this handler: the bus goes on, and it gets a gap later.
+            wrote = loop.time()
             await response.write(text.encode())
+            await asyncio.sleep(max(0.0, wrote + STREAM_WRITE_INTERVAL - loop.time()))
     except (BusClosed, ConnectionResetError):
         pass
     finally:
