@@ -89,7 +89,10 @@ class Director:
         assert command.action is not None
         if voting:
             return self._cast(message, command)
-        return await self.submit(DirectionEvent(id=message.event_id, action=command.action, source=message.source))
+        result = await self.submit(DirectionEvent(id=message.event_id, action=command.action, source=message.source))
+        if result.status == "refused":
+            self.moderator.refund(message, command)
+        return result
 
     async def submit(self, event: DirectionEvent) -> ChatResult:
         """Send one event to the engine and report what it did with it."""

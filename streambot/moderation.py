@@ -117,6 +117,14 @@ class Cooldown:
         self.last_updated = now
         return None
 
+    def refund(self, now: float | None = None) -> None:
+        """Give back one use (never past full): the use it paid for did not happen."""
+        if self.last_updated is None:
+            return
+        now = self._clock() if now is None else now
+        self._tokens = min(self.rate, self.tokens(now) + 1.0)
+        self.last_updated = now
+
     def reset(self) -> None:
         self._tokens = self.rate
         self.last_updated = None
@@ -166,6 +174,11 @@ class Bucket:
         while len(self._cache) > self.max_keys:
             self._cache.popitem(last=False)
         return wait
+
+    def refund(self, key: Hashable, now: float | None = None) -> None:
+        cooldown = self._cache.get(key)
+        if cooldown is not None:
+            cooldown.refund(now)
 
     def prune(self, now: float | None = None) -> None:
         """Drop the cooldowns that are full again. Ordered by last use, so this
@@ -284,6 +297,18 @@ class Moderator:
             if verb in self._global_cooldowns:
                 self._global_cooldowns[verb].update(now)
             self._global_rate.update(now)
+
+    def refund(self, message: ChatMessage, command: Command) -> None:
+        """The world refused a command that passed ``check`` (nobody of that name
+        on stage, a lock): give back its verb's cooldowns, so the chatter can try
+        again at once. The rate limits stay spent: a refused command was still sent."""
+        if message.role >= self.config.exempt_role:
+            return
+        now = self._clock()
+        if command.verb in self._user_cooldowns:
+            self._user_cooldowns[command.verb].refund(_user_key(message), now)
+        if command.verb in self._global_cooldowns:
+            self._global_cooldowns[command.verb].refund(now)
 
     def prune(self) -> None:
         """Forget idle chatters now (also done as a side effect of ``check``)."""

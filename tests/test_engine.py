@@ -111,6 +111,8 @@ async def test_a_viewer_directs_what_they_spawned(tmp_path) -> None:
         assert zed["action"] == "dance" and zed["owner"] == "alice"
         # Someone else's bare command is about their own character, not alice's.
         assert (await director.handle(chat("bob", "!jump"))).status == "refused"
+        # A refused command gives its cooldown back: he can try again at once.
+        assert (await director.handle(chat("bob", "!jump"))).status == "refused"
         # The scene's own cast answers to its name, as before owners existed.
         assert (await director.handle(chat("Ada", "!wave"))).status == "applied"
 

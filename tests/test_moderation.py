@@ -170,6 +170,23 @@ def test_a_command_denied_by_the_rate_limit_does_not_start_its_cooldown(clock: F
     check(moderator, "!spawn cat")  # no spawn cooldown was started by the refusal
 
 
+def test_a_command_the_world_refused_gives_its_cooldowns_back_but_not_the_rate(clock: FakeClock) -> None:
+    grammar = Grammar("!", DEFAULT_COMMANDS)
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(user_rate=0.5, user_burst=3), clock)
+    weather = message("!weather snow")
+    command = grammar.parse(weather)
+    moderator.check(weather, command)
+    assert "was just used" in denied(moderator, "!weather rain", user="amy").reason
+    moderator.refund(weather, command)  # say the weather was locked
+    moderator.refund(weather, command)  # never past full: one use, not two
+    check(moderator, "!weather fog")  # bob's own cooldown and the global one came back
+    assert "was just used" in denied(moderator, "!weather rain", user="amy").reason
+    jump = message("!jump")
+    moderator.check(jump, grammar.parse(jump))
+    moderator.refund(jump, grammar.parse(jump))
+    assert "too fast" in denied(moderator, "!dance").reason  # three sent: the rate limit stays spent
+
+
 def test_global_cooldown_applies_to_everyone(clock: FakeClock) -> None:
     moderator = Moderator(DEFAULT_COMMANDS, LOOSE, clock)
     check(moderator, "!weather snow", user="bob")
