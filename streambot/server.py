@@ -69,6 +69,12 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_BODY = 64 * 1024
 APP_KEY = web.AppKey("streambot", object)
 STREAMS_KEY = web.AppKey("streams", set)
+# Pages load scripts from the product only, never inline: a chat line that slipped
+# into the markup could not run. Inline <style> stays allowed (text cannot carry script).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
+)
 HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing a quiet stream
 # One write per connection at most this often: under a flood each write carries a
 # batch, so a hundred overlays cost a thousand writes a second, not tens of thousands,
@@ -97,6 +103,7 @@ async def _security(request: web.Request, handler: Callable[[web.Request], Await
             )
     response = await handler(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
 

@@ -482,13 +482,21 @@ def test_real_product_streams_to_chromium_and_obeys_chat(tmp_path, page):
         assert state["env"]["time_target"] == 0.0
         # The world panel lists who is on stage.
         assert "Mochi" in page.locator("body").inner_text()
-        # The feed overlay shows what was said before it opened, then follows the event stream.
+        # The feed overlay shows what was said before it opened, then follows the event stream;
+        # its script comes from a file, as the page's Content-Security-Policy demands.
         feed = page.context.new_page()
-        feed.goto(product.url + "overlays/feed.html")
+        violations: list[str] = []
+        feed.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        opened = feed.goto(product.url + "overlays/feed.html")
+        assert "script-src 'self'" in opened.headers["content-security-policy"]
         feed.locator("#feed .line").filter(has_text="!time midnight").wait_for(timeout=10000)
+        # A refusal goes back to its sender only: the stream shows what was applied.
+        assert "nobody called <img" in send_chat(page, "!jump <img src=x onerror=alert(1)>")
         assert send_chat(page, "!weather snow").startswith("done: !weather snow")
         feed.locator("#feed .line").filter(has_text="!weather snow").wait_for(timeout=10000)
         assert feed.locator("#feed .line").filter(has_text="!weather snow").count() == 1
+        assert feed.locator("#feed .line").filter(has_text="!jump").count() == 0
+        assert feed.locator("#feed img").count() == 0 and not violations, violations
     finally:
         code = product.stop()
     assert code == 0, product.output
