@@ -10,9 +10,9 @@ from typing import Any
 
 from . import catalog
 from .backend import BACKENDS, Backend, make_backend
-from .bus import Bus, BusClosed, Item, Subscription
+from .bus import Bus, Item, Subscription
 from .engine import ENGINE_SOURCE, Engine, EngineConfig, EngineStats
-from .errors import BackendError, EngineError, EngineStopped, Locked, Refused, StoreError
+from .errors import BackendError, BusClosed, EngineError, EngineStopped, Locked, Refused, StoreError
 from .events import (
     ACTION_TYPES, Act, Action, CameraMove, DirectionEvent, Freeze, Lock, Move, Name, Recolor, Remove, Rename, Reset,
     Role, RoleName, Say, SetScene, SetTime, SetWeather, Source, Spawn, Stage, Unfreeze, Unlock, Wear,

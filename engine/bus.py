@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from .errors import BusClosed
 from .messages import Gap, Message
 
 DEFAULT_CAPACITY = 8192  # about 16 s of a 500-lines/s chat flood
@@ -71,10 +72,6 @@ class _Waker:
         self.event.set()
 
 
-class BusClosed(Exception):
-    """The bus was closed (the product is shutting down): nothing more will come."""
-
-
 class Bus:
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
@@ -84,11 +81,6 @@ class Bus:
         self._lock = threading.Lock()
         self._wakers: dict[asyncio.AbstractEventLoop, _Waker] = {}
         self._closed = False
-
-    @property
-    def head(self) -> int:
-        """The sequence number of the newest message (0 before the first)."""
-        return self.published
 
     @property
     def closed(self) -> bool:
@@ -127,11 +119,16 @@ class Bus:
         """End the stream: every reader waiting now or later gets ``BusClosed``."""
         with self._lock:
             self._closed = True
+        self._wake_now()
+
+    def _wake_now(self) -> None:
+        """Wake every waiting reader at once (something ended), past the interval."""
+        with self._lock:
             wakers = list(self._wakers.values())
         for waker in wakers:
             try:
                 waker.loop.call_soon_threadsafe(waker.fire)
-            except RuntimeError:
+            except RuntimeError:  # that event loop is closed
                 pass
 
     # -- for subscriptions ---------------------------------------------------------------
@@ -178,13 +175,7 @@ class Subscription:
     def close(self) -> None:
         """End this reader: a ``next`` waiting now raises ``BusClosed``."""
         self.closed = True
-        with self.bus._lock:
-            wakers = list(self.bus._wakers.values())
-        for waker in wakers:
-            try:
-                waker.loop.call_soon_threadsafe(waker.fire)
-            except RuntimeError:
-                pass
+        self.bus._wake_now()
 
     def poll(self) -> list[Item]:
         items, missed, self.cursor = self.bus._read(self.cursor, self.limit)

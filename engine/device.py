@@ -42,6 +42,7 @@ def bf16_is_native(device: torch.device) -> bool:
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float32: "fp32"}  # a dtype by its config name
 
 
 def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:

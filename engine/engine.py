@@ -21,13 +21,14 @@ import logging
 import re
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from . import catalog
 from .backend import Backend, make_backend
 from .bus import Bus, Subscription
+from .device import PRECISION_NAMES
 from .errors import EngineStopped, StoreError
 from .events import DirectionEvent, Freeze, Lock, Role, Source, Stage, Unfreeze, Unlock
 from .frames import Frame, FrameSource
@@ -91,11 +92,6 @@ class EngineStats:
     latencies: tuple[float, ...]  # the newest event-to-frame latencies, seconds
     committed: int
     store_error: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["latencies"]
-        return data
 
 
 class Engine:
@@ -274,9 +270,9 @@ class Engine:
         return self._store
 
     def _backend(self, name: str, steps: int | None) -> Backend:
-        config = self.config
-        scene = self._store.scene if self._store is not None else config.scene
-        return make_backend(name, config.width, config.height, config.device, scene.seed,
+        config, store = self.config, self._opened()
+        # The stored world's seed, not the config's: a world keeps its own scene.
+        return make_backend(name, config.width, config.height, config.device, store.scene.seed,
                             str(config.checkpoint) if config.checkpoint else None, steps, config.precision)
 
     def _publish_outcome(self, outcome: Outcome) -> None:
@@ -312,6 +308,6 @@ class Engine:
 
 
 def _precision(backend: Backend) -> str | None:
-    """The arithmetic a learned backend runs in ("bf16", "fp32"); None for the renderer."""
+    """The arithmetic a learned backend runs in, by its config name; None for the renderer."""
     dtype = getattr(backend, "dtype", None)
-    return None if dtype is None else {"torch.bfloat16": "bf16", "torch.float32": "fp32"}.get(str(dtype), str(dtype))
+    return None if dtype is None else PRECISION_NAMES.get(dtype, str(dtype))

@@ -41,3 +41,8 @@ class EngineStopped(EngineError):
 class StoreError(EngineError):
     """The world store cannot be opened or written. The message says what is
     wrong and what the streamer can do; the file itself is never overwritten."""
+
+
+class BusClosed(EngineError):
+    """The event stream was closed (the product is shutting down, or the reader
+    was): nothing more will come."""

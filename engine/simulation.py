@@ -16,6 +16,7 @@ enforces only the world's own invariants: locks, a frozen world, a full stage.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterable
@@ -75,17 +76,13 @@ def attempt(world: World, event: DirectionEvent, start: SceneSpec) -> Outcome:
     its traceback: it must not stop the stream or a replay.
     """
     stamped = event if event.tick == world.tick else event.model_copy(update={"tick": world.tick})
-    change = _Change(world, stamped.source)
     try:
-        apply(world, stamped, start, change)
+        change = apply(world, stamped, start)
     except Refused as refusal:
-        change.undo()
         return Outcome(stamped, False, refusal.reason, getattr(refusal, "scope", None))
     except Exception as exc:
-        change.undo()
         log.exception("event %s failed", stamped.id)
         return Outcome(stamped, False, f"internal error: {exc}")
-    change.settle()
     return Outcome(stamped, True, subject=change.subject, walked_off=tuple(change.walked_off),
                    came_back=tuple(change.came_back))
 
@@ -97,42 +94,26 @@ def advance(world: World, events: Iterable[DirectionEvent], start: SceneSpec) ->
     return outcomes
 
 
-def fold(
-    world: World, events: Iterable[DirectionEvent], start: SceneSpec, until: int, *,
-    partial: bool = True, on_outcome: Callable[[Outcome], None] | None = None,
-) -> World:
+def fold(world: World, events: Iterable[DirectionEvent], start: SceneSpec, until: int, *, partial: bool = True) -> World:
     """Run journaled events (stamped, in order) through ``advance`` up to tick ``until``.
 
     With ``partial`` the events stamped ``until`` are applied too, without the
     step that follows them (a take marks the world mid-tick, after its events).
-    A journaled event refused here means the replay diverged from the live run;
-    ``on_outcome`` sees every outcome, and a refusal is logged.
+    Only applied events are journaled, so one refused here means the replay
+    diverged from the live run: it is logged.
     """
-    batch: list[DirectionEvent] = []
-
-    def run(outcomes: list[Outcome]) -> None:
+    for tick, group in itertools.groupby(events, key=lambda e: e.tick):
+        assert tick is not None, "only journaled (stamped) events can be folded"
+        if tick > until or (tick == until and not partial):
+            break
+        while world.tick < tick:
+            step(world)
+        batch = list(group)
+        outcomes = advance(world, batch, start) if tick < until else [attempt(world, e, start) for e in batch]
         for outcome in outcomes:
             if not outcome.applied:
                 log.warning("replaying event %s at tick %s: refused (%s); the live run applied it",
                             outcome.event.id, outcome.event.tick, outcome.reason)
-            if on_outcome is not None:
-                on_outcome(outcome)
-
-    for event in events:
-        assert event.tick is not None, "only journaled (stamped) events can be folded"
-        if event.tick > until or (event.tick == until and not partial):
-            break
-        if batch and event.tick != batch[0].tick:
-            run(advance(world, batch, start))
-            batch = []
-        while world.tick < event.tick:
-            step(world)
-        batch.append(event)
-    if batch:
-        if batch[0].tick < until:
-            run(advance(world, batch, start))
-        else:
-            run([attempt(world, e, start) for e in batch])
     while world.tick < until:
         step(world)
     return world
@@ -267,17 +248,25 @@ def _owned_by(entity: Entity, source: Source) -> bool:
     return entity.name.casefold() == user  # the scene's own cast, and worlds from before owners
 
 
-def apply(world: World, event: DirectionEvent, start: SceneSpec, change: _Change | None = None) -> None:
-    """Apply one event at ``world.tick``, or raise ``Refused`` / ``Locked``.
+def apply(world: World, event: DirectionEvent, start: SceneSpec) -> _Change:
+    """Apply one event at ``world.tick``, or raise ``Refused`` / ``Locked`` and
+    leave the world exactly as it was (stage moves made on the way are undone).
+    ``start`` is the scene a reset returns to. Returns what it moved and who it
+    was about."""
+    change = _Change(world, event.source)
+    try:
+        _apply(world, event, start, change)
+    except BaseException:
+        change.undo()
+        raise
+    change.settle()
+    return change
 
-    ``start`` is the scene a reset returns to. Use ``attempt``, which undoes the
-    stage moves of a refused event; called alone, a refusal may leave a
-    character brought back from the wings.
-    """
+
+def _apply(world: World, event: DirectionEvent, start: SceneSpec, change: _Change) -> None:
     action = event.action
     if world.frozen and not isinstance(action, CONTROLS):
         raise Refused("the world is frozen right now")
-    change = change or _Change(world, event.source)
 
     match action:
         case Spawn():

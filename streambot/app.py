@@ -193,12 +193,12 @@ class App:
         while True:
             await asyncio.sleep(FIGURES_PERIOD)
             stats = self.engine.stats()
-            recent = sorted(stats.latencies[-512:])
+            recent = list(stats.latencies[-512:])
             self.engine.publish(Figures(
                 fps=round(stats.fps, 2), target_fps=stats.target_fps, frames=stats.frames, late=stats.late,
                 dropped=stats.dropped, inbox_depth=stats.inbox_depth, chat_lines_per_s=round(self.chat_rate(), 2),
-                event_to_frame_p50=recent[len(recent) // 2] if recent else None,
-                event_to_frame_p99=recent[min(len(recent) - 1, int(0.99 * len(recent)))] if recent else None,
+                event_to_frame_p50=metrics.quantile(recent, 0.5) if recent else None,
+                event_to_frame_p99=metrics.quantile(recent, 0.99) if recent else None,
             ))
 
     def add_source(self, source: ChatSource) -> None:

@@ -160,7 +160,7 @@ class Director:
         if opening:
             self.engine.publish(VoteOpened(window=status["window"], seconds_left=status["seconds_left"],
                                            options=tuple(self._tally)))
-        leader = min(self._tally, key=lambda o: (-o.votes, o.number)) if self._tally else None
+        leader = next((o for o in self._tally if o.number == status["leader"]), None)
         self.engine.publish(VoteCounted(seconds_left=status["seconds_left"], total=status["total"],
                                         options=tuple(self._tally), leader=leader))
         return ChatResult("voted", str(receipt))
@@ -178,11 +178,8 @@ class Director:
             await asyncio.sleep(period)
             winner = self.votes.due()
             if winner is None:
-                if self._tally and not self.votes.is_open:  # closed with nobody left standing
-                    self._close_window(None)
                 continue
-            if winner.action is None:
-                continue
+            assert winner.action is not None  # only engine commands become options
             self._close_window(describe(winner.action, self.grammar.prefix))
             event = DirectionEvent(id=uuid.uuid4().hex, action=winner.action, source=VOTE_SOURCE)
             result = await self.submit(event)

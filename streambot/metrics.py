@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _quantile(values: list[float], q: float) -> float:
+def quantile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -53,7 +53,7 @@ class StreamCollector(Collector):
         )
         recent = list(stats.latencies)
         for q in (0.5, 0.9, 0.99):
-            quantiles.add_metric([str(q)], _quantile(recent, q))
+            quantiles.add_metric([str(q)], quantile(recent, q))
         yield quantiles
         events = CounterMetricFamily("streambot_events", "Direction events by outcome", labels=["outcome"])
         events.add_metric(["applied"], stats.applied)

@@ -183,8 +183,10 @@ class VoteBox:
         """A JSON-ready view for the overlay."""
         now = self._clock()
         self._close_if_over(now)
+        leading = self._leading()
         return {
             "open": self._deadline is not None,
+            "leader": None if leading is None else self._number(leading.key),
             "seconds_left": round(self._left(now), 2),
             "window": self.window,
             "total": len(self._ballots),
@@ -210,11 +212,13 @@ class VoteBox:
             self._winners.append(winner)
 
     def _winner(self) -> Command | None:
+        leading = self._leading()
+        return leading.command if leading is not None else None
+
+    def _leading(self) -> _Option | None:
+        """The option that would win if the window closed now."""
         standing = [o for o in self._options.values() if o.votes > 0]
-        if not standing:
-            return None
-        best = min(standing, key=lambda o: (-o.votes, o.first_vote, o.key))
-        return best.command
+        return min(standing, key=lambda o: (-o.votes, o.first_vote, o.key)) if standing else None
 
     def _reset(self) -> None:
         self._deadline = None

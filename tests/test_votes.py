@@ -113,12 +113,14 @@ def test_bot_operations_cannot_be_voted_on(clock: FakeClock) -> None:
 
 def test_the_first_vote_opens_a_fixed_window(clock: FakeClock) -> None:
     box = VoteBox(window=10, clock=clock)
-    assert box.status() == {"open": False, "seconds_left": 0.0, "window": 10.0, "total": 0, "options": []}
+    assert box.status() == {"open": False, "leader": None, "seconds_left": 0.0, "window": 10.0, "total": 0,
+                            "options": []}
     vote(box, "a", "!weather snow")
     clock.advance(6)
     assert vote(box, "b", "!weather rain").seconds_left == pytest.approx(4)  # later votes do not extend it
     status = box.status()
     assert status["open"] and status["seconds_left"] == pytest.approx(4)
+    assert status["leader"] == 1  # a tie leads with the option first voted for, as it would win
     assert status["options"] == [
         {"number": 1, "text": "!weather snow", "votes": 1, "verb": "weather"},
         {"number": 2, "text": "!weather rain", "votes": 1, "verb": "weather"},
