@@ -72,6 +72,7 @@ __all__ = [
     "HelpOp",
     "VoteOp",
     "TakeOp",
+    "TimeoutOp",
     "CommandError",
     "Grammar",
     "resolve_commands",
@@ -85,6 +86,8 @@ MAX_REPLY_LENGTH = 280  # well under Twitch's 500, so a reply never wraps into t
 DEFAULT_STEP = 3.0  # world units for "!move left" without a number
 DEFAULT_PAN = 4.0
 _ECHO_LENGTH = 24  # how much of a viewer's bad word a reply repeats
+MAX_TIMEOUT = 14 * 24 * 3600  # seconds: two weeks, Twitch's own longest timeout
+MAX_CHATTER_NAME = 64  # a direction event's source user
 
 _WORD = re.compile(r"^[^\s]{1,30}$")
 
@@ -165,8 +168,27 @@ class TakeOp:
             raise ValueError(f"take {self.op} {'takes no' if self.op == 'list' else 'needs a'} name")
 
 
+@dataclass(frozen=True)
+class TimeoutOp:
+    """``!timeout``: stop chatter ``name`` directing for ``seconds`` (the configured
+    timeout when None); ``!pardon`` (``op="pardon"``): end their timeout and forget
+    their strikes. ``name`` is as typed, without a leading "@"."""
+
+    op: Literal["timeout", "pardon"]
+    name: str
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError(f"{self.op} needs a chatter's name")
+        if self.op == "pardon" and self.seconds is not None:
+            raise ValueError("a pardon takes no seconds")
+        if self.seconds is not None and not 1 <= self.seconds <= MAX_TIMEOUT:
+            raise ValueError(f"a timeout lasts from 1 to {MAX_TIMEOUT} seconds, not {self.seconds}")
+
+
 # An operation for the bot itself, never sent to the engine.
-BotOp = ModeOp | HelpOp | VoteOp | TakeOp
+BotOp = ModeOp | HelpOp | VoteOp | TakeOp | TimeoutOp
 
 
 @dataclass(frozen=True)
@@ -871,6 +893,50 @@ def _take(g: Grammar, line: _Line) -> TakeOp:
     if sub == "back":
         return TakeOp("back", line.args[1])
     return TakeOp("save", line.args[1], " ".join(line.args[2:]))
+
+
+_DURATION = re.compile(r"(\d{1,9}(?:\.\d+)?)(s|sec|m|min|h)?")
+_UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def _chatter(word: str) -> str:
+    """A chatter's name as a moderator types it: "@Kim" or "kim"."""
+    name = word.removeprefix("@")
+    if not name:
+        raise _Bad("whose? give a chatter's name")
+    if len(name) > MAX_CHATTER_NAME:
+        raise _Bad(f"that is not a chatter's name (at most {MAX_CHATTER_NAME} characters)")
+    return name
+
+
+@_verb(
+    "timeout", CommandSpec(role=Role.MODERATOR),
+    "{p}timeout <name> [seconds, or e.g. 10m, 1h] — stop a chatter directing for a while", makes=TimeoutOp,
+)
+def _timeout(g: Grammar, line: _Line) -> TimeoutOp:
+    if not line.args:
+        raise _Bad("time out whom?")
+    name = _chatter(line.args[0])
+    if len(line.args) == 1:
+        return TimeoutOp("timeout", name)
+    how_long = "".join(line.args[1:]).lower()  # "10 min" is "10min"
+    match = _DURATION.fullmatch(how_long)
+    if match is None:
+        raise _Bad(f"how long? seconds, or e.g. 10m or 1h, not '{_echo(' '.join(line.args[1:]))}'")
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    if not 1 <= seconds <= MAX_TIMEOUT:
+        raise _Bad(f"a timeout lasts from 1 second to {MAX_TIMEOUT // 86400} days")
+    return TimeoutOp("timeout", name, seconds)
+
+
+@_verb(
+    "pardon", CommandSpec(role=Role.MODERATOR), "{p}pardon <name> — end a chatter's timeout and forget their strikes",
+    makes=TimeoutOp,
+)
+def _pardon(g: Grammar, line: _Line) -> TimeoutOp:
+    if len(line.args) != 1:
+        raise _Bad("one name at a time" if line.args else "pardon whom?")
+    return TimeoutOp("pardon", _chatter(line.args[0]))
 
 
 def _check_registry() -> None:

@@ -13,6 +13,7 @@ is answered ``duplicate`` without being moderated or applied again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -22,10 +23,12 @@ from typing import Callable, assert_never
 from engine import DirectionEvent, Engine, EngineError, Outcome, Role, Source
 
 from .chat import MAX_CHAT_LENGTH, ChatMessage, ChatResult
-from .commands import BotOp, Command, CommandError, Grammar, HelpOp, ModeOp, TakeOp, VoteOp, describe
+from .commands import (
+    BotOp, Command, CommandError, Grammar, HelpOp, ModeOp, TakeOp, TimeoutOp, VoteOp, clean_line, describe,
+)
 from .config import Config
 from .messages import ChatHandled, ModeChanged, VoteClosed, VoteCounted, VoteOpened, VoteOption
-from .moderation import Denied, Moderator
+from .moderation import Denied, Moderator, human_duration
 from .votes import VoteBox
 
 log = logging.getLogger(__name__)
@@ -49,13 +52,16 @@ class Director:
     async def handle(self, message: ChatMessage) -> ChatResult:
         if self._redelivered(message):
             return ChatResult("duplicate")
+        # The name becomes an owner, a character's name and an event's source: never with controls,
+        # bidi overrides or lone surrogates in it, and the same name for all three.
+        message = dataclasses.replace(message, user=clean_line(message.user))
         try:
             result = await self._handle(message)
         except Exception:  # the stream outlives any bug in one chat line
             log.exception("chat line from %s failed", message.user)
             result = ChatResult("invalid", "something went wrong with that command")
         if result.status != "ignored":
-            text = message.text[:MAX_CHAT_LENGTH]
+            text = clean_line(message.text[:MAX_CHAT_LENGTH])  # shown on the overlay: the line as it was read
             self.recent.append({"user": message.user, "text": text, **result.to_dict()})
             self.engine.publish(ChatHandled(id=message.event_id, user=message.user, platform=message.platform,
                                             text=text, status=result.status, reply=result.reply))
@@ -74,6 +80,10 @@ class Director:
         try:
             command = self.grammar.parse(message)
         except CommandError as error:
+            try:
+                self.moderator.screen(message)  # a timed-out chatter or an overlong line hears that, not a usage line
+            except Denied as denied:
+                return ChatResult("denied", denied.reason)
             return ChatResult("invalid", error.reply)
         if command is None:
             return ChatResult("ignored")
@@ -129,6 +139,13 @@ class Director:
                 return self._cast(message, command)
             case TakeOp():
                 return await self._take(op)
+            case TimeoutOp(name=name):
+                if op.op == "pardon":
+                    if self.moderator.pardon(name):
+                        return ChatResult("info", f"{name} is pardoned")
+                    return ChatResult("info", f"{name} had no timeout or strikes")
+                seconds = self.moderator.time_out(name, op.seconds)
+                return ChatResult("info", f"{name} is timed out from directing for {human_duration(seconds)}")
         assert_never(op)
 
     async def _take(self, request: TakeOp) -> ChatResult:

@@ -42,6 +42,7 @@ from streambot.commands import (
     HelpOp,
     ModeOp,
     TakeOp,
+    TimeoutOp,
     VoteOp,
     clean_line,
     describe,
@@ -165,7 +166,11 @@ def test_aliases_resolve_to_their_verb(text: str, verb: str) -> None:
      ("!vote 2", VoteOp(option=2)), ("!v #3", VoteOp(option=3)),
      ("!take save intro the opening shot", TakeOp("save", "intro", "the opening shot")),
      ("!take save intro", TakeOp("save", "intro")), ("!take back intro", TakeOp("back", "intro")),
-     ("!take list", TakeOp("list")), ("!take", TakeOp("list")), ("!takes", TakeOp("list"))],
+     ("!take list", TakeOp("list")), ("!take", TakeOp("list")), ("!takes", TakeOp("list")),
+     ("!timeout kim", TimeoutOp("timeout", "kim")), ("!timeout @Kim 90", TimeoutOp("timeout", "Kim", 90)),
+     ("!TIMEOUT kim 10m", TimeoutOp("timeout", "kim", 600)), ("!timeout kim 1.5h", TimeoutOp("timeout", "kim", 5400)),
+     ("!timeout kim 30s", TimeoutOp("timeout", "kim", 30)), ("!timeout kim 10 min", TimeoutOp("timeout", "kim", 600)),
+     ("!pardon @kim", TimeoutOp("pardon", "kim")), ("!pardon Kim_99", TimeoutOp("pardon", "Kim_99"))],
 )
 def test_bot_operations(text: str, op: object) -> None:
     command = parse(text)
@@ -190,7 +195,11 @@ def test_vote_for_a_command_text_holds_the_parsed_command() -> None:
 @pytest.mark.parametrize(
     ("op", "fields"),
     [(VoteOp, {}), (VoteOp, {"option": 1, "command": Command("weather", SetWeather(weather="snow"))}),
-     (TakeOp, {"op": "save"}), (TakeOp, {"op": "list", "name": "intro"})],
+     (TakeOp, {"op": "save"}), (TakeOp, {"op": "list", "name": "intro"}),
+     (TimeoutOp, {"op": "timeout", "name": ""}), (TimeoutOp, {"op": "pardon", "name": "kim", "seconds": 5}),
+     (TimeoutOp, {"op": "timeout", "name": "kim", "seconds": 0}),
+     (TimeoutOp, {"op": "timeout", "name": "kim", "seconds": float("nan")}),
+     (TimeoutOp, {"op": "timeout", "name": "kim", "seconds": 10**9})],
 )
 def test_bot_operations_refuse_an_impossible_shape(op: type, fields: dict) -> None:
     with pytest.raises(ValueError):
@@ -209,6 +218,28 @@ def test_votes_only_for_numbers_and_world_commands(text: str) -> None:
 )
 def test_lines_that_are_not_commands(text: str) -> None:
     assert parse(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("!timeout", "time out whom?"), ("!timeout @", "give a chatter's name"), ("!timeout kim soon", "how long?"),
+     ("!timeout kim 10 min more", "how long?"), ("!timeout kim 0", "from 1 second to 14 days"),
+     ("!timeout kim 15d", "how long?"), ("!timeout kim 999999999h", "from 1 second to 14 days"),
+     ("!timeout kim -5", "how long?"), ("!timeout kim 1e9", "how long?"), ("!timeout " + "k" * 65, "not a chatter"),
+     ("!pardon", "pardon whom?"), ("!pardon kim amy", "one name at a time"), ("!pardon @", "chatter's name")],
+)
+def test_timeout_and_pardon_explain_what_is_wrong(text: str, expected: str) -> None:
+    err = error(text)
+    assert expected in err.reply and "usage: !" + text.split()[0][1:].lower() in err.reply
+    assert err.verb == text.split()[0][1:].lower()
+
+
+def test_timeout_and_pardon_are_for_moderators_and_listed_for_them() -> None:
+    assert DEFAULT_COMMANDS["timeout"].role == Role.MODERATOR and DEFAULT_COMMANDS["pardon"].role == Role.MODERATOR
+    assert "!timeout" not in GRAMMAR.help() and "!pardon" not in GRAMMAR.help()
+    assert "!timeout" in GRAMMAR.help(role=Role.MODERATOR) and "!pardon" in GRAMMAR.help(role=Role.MODERATOR)
+    assert GRAMMAR.help("timeout").startswith("!timeout <name> [seconds")
+    assert "world command" in error("!vote timeout kim").reply  # not a thing to vote on
 
 
 def test_unknown_verb_suggests_the_closest_verb_and_its_usage() -> None:

@@ -11,10 +11,21 @@ from pydantic import ValidationError
 from engine.events import Role
 from streambot.chat import ChatMessage
 from streambot.commands import DEFAULT_COMMANDS, Command, CommandError, CommandSpec, Grammar
-from streambot.moderation import Bucket, Cooldown, Denied, ModerationConfig, Moderator
+from streambot.moderation import (
+    BlockedWords,
+    Bucket,
+    Cooldown,
+    Denied,
+    ModerationConfig,
+    Moderator,
+    Timeouts,
+    human_duration,
+    skeleton,
+)
 
 GRAMMAR = Grammar()
-LOOSE = ModerationConfig(user_rate=1000, user_burst=1000, global_rate=10**9, global_burst=10**9)
+LOOSE_RATES = {"user_rate": 1000, "user_burst": 1000, "global_rate": 10**9, "global_burst": 10**9}
+LOOSE = ModerationConfig(**LOOSE_RATES)
 NO_COOLDOWNS = {verb: spec.model_copy(update={"user_cooldown": 0, "global_cooldown": 0})
                 for verb, spec in DEFAULT_COMMANDS.items()}
 
@@ -265,7 +276,7 @@ def test_users_are_told_apart_by_platform_and_case_insensitively(clock: FakeCloc
 def test_blocked_words_in_speech_and_names(clock: FakeClock, text: str) -> None:
     moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(blocked_words=["darn", "Heck", "bad wolf"]), clock)
     refusal = denied(moderator, text)
-    assert refusal.reason == "that word is not allowed here"
+    assert refusal.reason == "that word is not allowed here (strike 1 of 3)"
     assert refusal.retry_after is None
 
 
@@ -287,9 +298,231 @@ def test_moderation_config_validation() -> None:
     assert config.exempt_role == Role.VIP
     assert config.blocked_words == ["darn"]
     assert config.model_dump()["exempt_role"] == "vip"
-    for bad in ({"user_rate": 0}, {"user_burst": 0}, {"rate": 3}, {"exempt_role": "king"}):
+    for bad in ({"user_rate": 0}, {"user_burst": 0}, {"rate": 3}, {"exempt_role": "king"}, {"max_length": 5},
+                {"max_length": 501}, {"strikes": -1}, {"strike_window": 0}, {"timeout_seconds": 0},
+                {"timeout_seconds": float("inf")}, {"strike_window": float("nan")}):
         with pytest.raises(ValidationError):
             ModerationConfig.model_validate(bad)
+
+
+def test_moderation_config_defaults_for_length_strikes_and_timeouts() -> None:
+    config = ModerationConfig()
+    assert (config.max_length, config.strikes, config.strike_window, config.timeout_seconds) == (300, 3, 600, 600)
+    assert ModerationConfig.model_validate({"strikes": 0}).strikes == 0  # never time out by strikes
+
+
+# --- look-alike letters ---------------------------------------------------------------------
+
+LOOK_ALIKES = [
+    "bad", "BAD", "b\u0430d", "\u0412\u0410D", "\u0392\u0391D", "\uff42\uff41\uff44",  # Cyrillic, Greek, fullwidth
+    "\U0001d41b\U0001d41a\U0001d41d", "\U0001d4eb\U0001d4ea\U0001d4ed", "\u24d1\u24d0\u24d3",  # bold, script, circled
+    "b\u00e4d", "b\u00e1d", "\u0299\u1d00\u1d05", "\u0253ad",  # accents, small capitals, a hook
+    "\U0001f171ad", "\U0001f1e7\U0001f1e6\U0001f1e9",  # a negative squared B, regional indicators
+    "b\u200bad", "b\u2060ad", "b\ufeffad", "b\u202ead", "b\u00adad",  # zero-width, word joiner, BOM, RLO, soft hyphen
+    "b\u0300\u0301\u0302a\u0316\u0317d\u0334",  # zalgo
+    "b.a.d", "b a d", "b-a-d", "b.ad", "b\U0001f600ad", "b*ad",  # spacing and punctuation
+    "so bad!", "wow,bad", "(bad)", "@bad", "so b a d guy", "b a.d",
+]
+
+
+@pytest.mark.parametrize("text", LOOK_ALIKES, ids=ascii)
+def test_blocked_words_match_look_alike_letters(text: str) -> None:
+    assert BlockedWords(["bad"]).found_in(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["badge", "abad", "bade", "ba d", "b ad", "dab", "\u202edab", "good", "", "\u200b", "b a d g e", "bat", "a b c d"],
+    ids=ascii,
+)
+def test_look_alike_matching_still_takes_whole_words(text: str) -> None:
+    assert not BlockedWords(["bad"]).found_in(text)
+
+
+def test_a_blocked_word_written_with_look_alikes_blocks_the_plain_word_too() -> None:
+    blocked = BlockedWords(["b\u0430d w\u043elf", "ｈｅｃｋ"])  # the streamer pasted a fancy spelling
+    assert blocked.found_in("big bad wolf") and blocked.found_in("BAD-WOLF") and blocked.found_in("badwolf")
+    assert blocked.found_in("heck") and not blocked.found_in("bad wolves")
+
+
+def test_phrases_words_with_apostrophes_and_spaced_phrases() -> None:
+    blocked = BlockedWords(["don't", "an al"])
+    assert blocked.found_in("dont") and blocked.found_in("DON'T") and blocked.found_in("don\u2019t")
+    assert not BlockedWords(["anal"]).found_in("I am an Al fan")  # two words are not one
+    assert BlockedWords(["anal"]).found_in("a n a l")
+
+
+def test_symbol_words_and_scripts_without_spaces_match_anywhere() -> None:
+    blocked = BlockedWords(["\U0001f595", "\u4f60\u597d"])
+    assert blocked.found_in("you \U0001f595\U0001f3fb") and blocked.found_in("x\U0001f595\ufe0fy")
+    assert blocked.found_in("\u6211\u8bf4\u4f60\u597d\u5440")  # within a CJK sentence
+    assert not blocked.found_in("\U0001f600 hello")
+    assert not BlockedWords(["", "   ", "\u200b"])
+
+
+def test_skeleton_reads_what_the_letters_look_like() -> None:
+    assert skeleton("B\u0430d  \uff37\U0001d428lf!") == "bad wolf"
+    assert skeleton("\u0441\u043e\u0440\u0443 \u0443es \u0445box") == "copy yes xbox"  # Cyrillic look-alikes
+    assert skeleton("Cr\u00e8me  br\u00fbl\u00e9e") == "creme brulee"
+    assert skeleton("\u202e\u200b") == ""
+    assert skeleton("\u4f60\u597d 123") == "\u4f60\u597d 123"  # other scripts are kept, not transliterated
+
+
+def test_config_keeps_the_words_as_written_and_the_filter_folds_them() -> None:
+    config = ModerationConfig(blocked_words=["B\u0430D"])
+    assert config.blocked_words == ["b\u0430d"]
+    moderator = Moderator(DEFAULT_COMMANDS, config, FakeClock())
+    assert "not allowed" in denied(moderator, "!say so bad").reason
+
+
+# --- length ---------------------------------------------------------------------------------
+
+
+def test_a_line_over_the_maximum_length_is_denied_saying_so(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(max_length=40), clock)
+    check(moderator, "!say " + "a" * 35)  # exactly 40
+    refusal = denied(moderator, "!say " + "a" * 36, user="amy")
+    assert refusal.reason == "that line is 41 characters long; commands may be at most 40"
+    assert refusal.retry_after is None
+    assert "at most 40" in denied(moderator, "!jump " + "\u200b" * 60, user="cat").reason  # invisible ones count
+    assert "at most 40" in denied(moderator, "!jump" + " " * 60, role=Role.BROADCASTER).reason
+    assert moderator.tracked == 2  # the first line's cooldown and rate; nothing for the refused ones
+
+
+def test_the_default_maximum_is_300_characters(clock: FakeClock) -> None:
+    moderator = Moderator(NO_COOLDOWNS, LOOSE, clock)
+    check(moderator, "!dance" + " " * 294)
+    assert "at most 300" in denied(moderator, "!dance" + " " * 295).reason
+
+
+# --- strikes and timeouts -------------------------------------------------------------------
+
+
+def test_three_strikes_time_a_chatter_out_until_the_timeout_ends(clock: FakeClock) -> None:
+    moderator = Moderator(NO_COOLDOWNS, ModerationConfig(blocked_words=["darn"], **LOOSE_RATES), clock)
+    assert denied(moderator, "!say darn").reason == "that word is not allowed here (strike 1 of 3)"
+    clock.advance(100)
+    assert denied(moderator, "!spawn cat D\u0430rn").reason.endswith("(strike 2 of 3)")
+    check(moderator, "!jump")  # strikes alone do not stop anything
+    clock.advance(100)
+    third = denied(moderator, "!vote say darn")
+    assert third.reason == "that word is not allowed here — 3 strikes: you are timed out from directing for 10 min"
+    assert moderator.timed_out("bob") == pytest.approx(600)
+
+    clock.advance(30)
+    refusal = denied(moderator, "!jump")
+    assert refusal.reason == "you are timed out from directing — 9 min 30s left"
+    assert refusal.retry_after == pytest.approx(570)
+    assert "timed out" in denied(moderator, "!help").reason  # every command
+    assert "timed out" in denied(moderator, "!jump", user="BOB").reason  # by name, case-insensitively
+    check(moderator, "!jump", user="amy")
+
+    clock.advance(570)
+    check(moderator, "!jump")
+    assert moderator.strikes("bob") == 0  # the timeout wiped the slate
+    assert denied(moderator, "!say darn").reason.endswith("(strike 1 of 3)")
+
+
+def test_strikes_older_than_the_window_are_forgotten(clock: FakeClock) -> None:
+    config = ModerationConfig(blocked_words=["darn"], strikes=2, strike_window=60, **LOOSE_RATES)
+    moderator = Moderator(NO_COOLDOWNS, config, clock)
+    denied(moderator, "!say darn")
+    clock.advance(60)
+    assert denied(moderator, "!say darn").reason.endswith("(strike 1 of 2)")
+    clock.advance(59)
+    assert "timed out" in denied(moderator, "!say darn").reason
+
+
+def test_exempt_roles_are_never_struck_or_timed_out(clock: FakeClock) -> None:
+    moderator = Moderator(NO_COOLDOWNS, ModerationConfig(blocked_words=["darn"], **LOOSE_RATES), clock)
+    for _ in range(10):
+        assert denied(moderator, "!say darn", user="mod", role=Role.MODERATOR).reason == "that word is not allowed here"
+    assert moderator.strikes("mod") == 0 and moderator.timed_out("mod") is None
+    moderator.time_out("mod")
+    check(moderator, "!jump", user="mod", role=Role.MODERATOR)  # a timeout never holds a moderator
+    assert "timed out" in denied(moderator, "!jump", user="mod", role=Role.VIP).reason  # demoted: it does
+
+
+def test_no_strikes_when_strikes_are_off(clock: FakeClock) -> None:
+    moderator = Moderator(NO_COOLDOWNS, ModerationConfig(blocked_words=["darn"], strikes=0, **LOOSE_RATES), clock)
+    for _ in range(10):
+        assert denied(moderator, "!say darn").reason == "that word is not allowed here"
+    check(moderator, "!jump")
+    assert moderator.tracked == 1  # bob's rate bucket: no strikes kept
+
+
+def test_a_moderator_times_out_and_pardons_by_name_on_every_platform(clock: FakeClock) -> None:
+    moderator = Moderator(NO_COOLDOWNS, ModerationConfig(blocked_words=["darn"], **LOOSE_RATES), clock)
+    assert moderator.time_out("@Kim", 90) == 90
+    for platform in ("twitch", "local"):
+        msg = ChatMessage(user="kim", text="!jump", platform=platform)
+        with pytest.raises(Denied, match="1 min 30s left"):
+            moderator.check(msg, GRAMMAR.parse(msg))  # type: ignore[arg-type]
+    assert moderator.time_out("KIM") == 600  # again, for the configured time from now
+    assert moderator.pardon("kim") is True
+    check(moderator, "!jump", user="Kim")
+    assert moderator.pardon("kim") is False  # nothing left to pardon
+
+    denied(moderator, "!say darn", user="kim")
+    denied(moderator, "!say darn", user="kim")
+    assert moderator.strikes("kim") == 2
+    assert moderator.pardon("@kim") is True  # strikes forgotten too
+    assert denied(moderator, "!say darn", user="kim").reason.endswith("(strike 1 of 3)")
+
+
+def test_a_timed_out_chatter_is_told_before_anything_else(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(blocked_words=["darn"], max_length=20), clock)
+    moderator.time_out("bob", 3600)
+    for text in ("!lock weather", "!say darn", "!say " + "x" * 30, "!weather snow"):
+        assert denied(moderator, text).reason == "you are timed out from directing — 1 h left"
+    msg = message("!lock weather")
+    with pytest.raises(Denied, match="1 h left"):
+        moderator.screen(msg)
+    moderator.screen(message("!lock weather", user="amy"))
+
+
+def test_timeouts_keep_memory_bounded(clock: FakeClock) -> None:
+    timeouts = Timeouts(3, 60, 600, clock=clock, max_keys=100)
+    for n in range(1000):
+        timeouts.strike(f"user{n}")
+        timeouts.time_out(f"other{n}", 5 + n % 7)
+    assert len(timeouts) <= 200
+    assert timeouts.left("other999") is not None  # the newest are kept
+    clock.advance(60)
+    timeouts.prune()
+    assert len(timeouts) == 0
+    with pytest.raises(ValueError):
+        Timeouts(3, 0, 600)
+    with pytest.raises(ValueError):
+        timeouts.time_out("kim", float("inf"))
+
+
+def test_many_strikers_are_forgotten_once_their_window_passes(clock: FakeClock) -> None:
+    moderator = Moderator(NO_COOLDOWNS, ModerationConfig(blocked_words=["darn"], **LOOSE_RATES), clock)
+    command = GRAMMAR.parse(message("!say darn"))
+    assert command is not None
+    for n in range(5000):
+        with pytest.raises(Denied):
+            moderator.check(ChatMessage(user=f"user{n}", text="!say darn"), command)
+    clock.advance(600)
+    moderator.prune()
+    assert moderator.tracked == 0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(0.2, "1s"), (45, "45s"), (59.5, "1 min"), (60, "1 min"), (570, "9 min 30s"), (600, "10 min"), (3600, "1 h"),
+     (3900, "1 h 5 min"), (3601, "1 h 1 min"), (86400 * 14, "336 h")],
+)
+def test_human_duration(seconds: float, words: str) -> None:
+    assert human_duration(seconds) == words
+
+
+def test_blocked_words_in_take_names_and_notes(clock: FakeClock) -> None:
+    moderator = Moderator(DEFAULT_COMMANDS, ModerationConfig(blocked_words=["darn"]), clock)
+    assert "not allowed" in denied(moderator, "!take save d\u0430rn", role=Role.MODERATOR).reason
+    assert "not allowed" in denied(moderator, "!take save intro what a darn shot", role=Role.MODERATOR).reason
+    check(moderator, "!take save intro a fine shot", role=Role.MODERATOR)
 
 
 # --- memory ---------------------------------------------------------------------------------
