@@ -20,6 +20,7 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     status: $("status"),
+    twitchBanner: $("twitch-banner"),
     video: $("video"),
     videoNote: $("video-note"),
     chatLog: $("chat-log"),
@@ -391,6 +392,17 @@
     return item;
   }
 
+  // Twitch's state needs the streamer's eye only when it is not connected.
+  function showTwitch(twitch) {
+    const trouble = twitch && twitch.state !== "connected";
+    ui.twitchBanner.hidden = !trouble;
+    if (!trouble) return;
+    const what = { connecting: "Twitch: connecting…", reconnecting: "Twitch is reconnecting; the world runs on",
+                   auth_failed: "Twitch needs a new login", stopped: "Twitch is stopped" }[twitch.state] || `Twitch: ${twitch.state}`;
+    ui.twitchBanner.dataset.state = twitch.state;
+    ui.twitchBanner.textContent = twitch.detail && twitch.state === "auth_failed" ? `${what}: ${twitch.detail}` : what;
+  }
+
   async function pollState() {
     try {
       const response = await fetch("/api/state", { headers: authHeaders(), cache: "no-store" });
@@ -407,6 +419,7 @@
         parts.push(`${entities.length} on stage`);
         ui.worldSummary.textContent = parts.join(" · ");
         ui.worldEntities.replaceChildren(...entities.map(describeEntity));
+        showTwitch(state.twitch);
       } else {
         ui.worldSummary.textContent = `state unavailable (HTTP ${response.status})`;
       }

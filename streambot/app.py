@@ -30,6 +30,7 @@ from .messages import Figures
 from .mpegts import MpegTsOutput
 from .outputs import Output
 from .recorder import Recorder
+from .twitch import TwitchSource
 from .server import make_web_app
 from .webrtc import WhepServer
 
@@ -57,6 +58,10 @@ class App:
         self.engine = Engine(engine_config(config))
         self.director = Director(config, self.engine)
         self.outputs: list[Output] = self._outputs()
+        self.twitch: TwitchSource | None = None
+        if config.twitch is not None:
+            self.twitch = TwitchSource(config.twitch, publish=self.engine.publish, subscribe=self.subscribe,
+                                       prefix=config.chat.prefix)
         self.registry, self.collector = metrics.make_registry(self)
         self.chat_pending = 0
         self.url = ""
@@ -111,6 +116,7 @@ class App:
             "mode": self.director.mode,
             "votes": self.director.votes.status(),
             "recent": list(self.director.recent)[-20:],
+            "twitch": self.twitch.status if self.twitch is not None else None,
         }
 
     async def takes(self) -> tuple[str, list[Take]]:
@@ -169,6 +175,8 @@ class App:
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}/"
+        if self.twitch is not None:
+            self.add_source(self.twitch)
 
     async def __aexit__(self, *exc_info: object) -> None:
         for task in list(self._tasks):

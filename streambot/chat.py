@@ -21,6 +21,9 @@ MAX_CHAT_LENGTH = 500  # Twitch's own limit; longer lines are cut before parsing
 MAX_ID_LENGTH = 64  # a direction event's id
 
 
+# Directions the viewer paid for: a channel-points redemption, a cheer, a sub.
+Paid = Literal["reward", "cheer", "sub"]
+
 @dataclass(frozen=True)
 class ChatMessage:
     user: str
@@ -29,6 +32,10 @@ class ChatMessage:
     platform: str = "local"
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     time: float = field(default_factory=time.time)  # wall clock, seconds
+    # Set for a direction the viewer paid for. The streamer chose its command in the
+    # config, so the command's role, cooldowns, rate limits and votes do not apply;
+    # blocked words, the length limit and a timeout still do.
+    paid: Paid | None = None
 
     @property
     def source(self) -> Source:

@@ -6,6 +6,9 @@
     streambot takes [list|save NAME|back NAME]   takes, while the stream is stopped
     streambot replay -o OUT.mp4 [--take NAME|--line NAME] [--size 1920x1080]
     streambot export --take NAME -o DIR   video, event list and credits of a take
+    streambot twitch login [--as bot|broadcaster] -c CONFIG   log an account in (device code)
+    streambot twitch check -c CONFIG          validate both tokens and their scopes
+    streambot twitch rewards sync -c CONFIG   create or update the configured rewards
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-stdin", action="store_true", help="do not read chat lines from the terminal")
         p.add_argument("--store", type=Path, help="override store.path (the world's SQLite file)")
         p.add_argument("-v", "--verbose", action="store_true")
+
+    twitch = sub.add_parser("twitch", help="set up Twitch: log in, check the tokens, sync the rewards")
+    twitch_sub = twitch.add_subparsers(dest="twitch_command", required=True)
+    twitch_login = twitch_sub.add_parser("login", help="log an account in with Twitch's device code flow")
+    twitch_login.add_argument("--as", dest="account", choices=("bot", "broadcaster"), default="bot")
+    twitch_sub.add_parser("check", help="validate both tokens and name any missing scope")
+    rewards = twitch_sub.add_parser("rewards", help="the channel-points rewards streambot owns")
+    rewards.add_argument("action", choices=("sync",))
+    for p in twitch_sub.choices.values():
+        p.add_argument("-c", "--config", type=Path, required=True)
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("-c", "--config", type=Path, required=True)
@@ -164,6 +177,8 @@ async def _serve(config: Config, read_stdin: bool) -> None:
         print(f"streambot is live: open {shown}", flush=True)
         if not app.token_generated:
             print("API token: from the config (not shown)", flush=True)
+        if config.twitch is not None:
+            print(f"Twitch: joining #{config.twitch.channel} (status in /api/state and on the preview page)", flush=True)
         if config.outputs.mpegts.enabled:
             print(f"MPEG-TS (H.264) for OBS's Media Source: {config.outputs.mpegts.url}", flush=True)
         if read_stdin:
@@ -173,12 +188,30 @@ async def _serve(config: Config, read_stdin: bool) -> None:
     print("streambot stopped", flush=True)
 
 
+def _twitch(config: Config, args: argparse.Namespace) -> int:
+    from .twitch import setup
+
+    if config.twitch is None:
+        raise ConfigError(str(args.config), [("twitch", "this config has no twitch section (see the README)")])
+    match args.twitch_command:
+        case "login":
+            return asyncio.run(setup.login(config.twitch, args.account))
+        case "check":
+            return asyncio.run(setup.check(config.twitch))
+        case _:
+            return asyncio.run(setup.sync_rewards(config.twitch))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from .twitch.tokens import RedactSecrets
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())  # no token or client secret in any log line, whoever writes it
     try:
         config = load_config(args.config) if hasattr(args, "config") else None
         if args.command == "check-config":
@@ -186,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "train":
             return _train(args)
+        if args.command == "twitch":
+            return _twitch(config, args)
+        if args.command == "demo":
+            config = config.model_copy(update={"twitch": None})  # the demo stays offline whatever the file says
         if args.command in ("takes", "replay", "export"):
             if args.store:
                 config = config.model_copy(update={"store": config.store.model_copy(update={"path": args.store})})

@@ -17,11 +17,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine import SceneSpec, catalog
+from engine import Role, SceneSpec, catalog
 
 from .commands import DEFAULT_COMMANDS, CommandTable
 from .errors import ConfigError
 from .moderation import ModerationConfig
+from .twitch.config import TwitchConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -127,6 +128,31 @@ class Config(_Section):
     # spawn's default aliases and role.
     commands: CommandTable = Field(default_factory=lambda: dict(DEFAULT_COMMANDS))
     scene: SceneSpec = Field(default_factory=SceneSpec)
+    # Present: ``streambot run`` joins this Twitch channel. Absent: offline.
+    twitch: TwitchConfig | None = None
+
+
+def _command_problems(config: Config) -> list[tuple[str, str]]:
+    """Every command a reward, a cheer or a sub triggers must parse: a typo is a
+    config error at start, not a silent refusal in front of the audience."""
+    if config.twitch is None:
+        return []
+    from .chat import ChatMessage
+    from .commands import CommandError, Grammar
+
+    grammar = Grammar(config.chat.prefix, config.commands)
+    samples = {"user": "kim", "input": "hello", "bits": "100"}
+    problems: list[tuple[str, str]] = []
+    for where, template in config.twitch.templates():
+        line = re.sub(r"\{(\w+)\}", lambda m: samples.get(m[1], "x"), template)
+        try:
+            command = grammar.parse(ChatMessage(user="kim", text=line, role=Role.BROADCASTER))
+        except CommandError as error:
+            problems.append((where, f"not a command: {error.reply} (got {template!r})"))
+            continue
+        if command is None:
+            problems.append((where, f"not a command: it must start with {config.chat.prefix!r} (got {template!r})"))
+    return problems
 
 
 def _expand_env(value: Any, where: str, problems: list[tuple[str, str]]) -> Any:
@@ -197,6 +223,7 @@ def parse_config(raw: Any, path: str = "<config>") -> Config:
             (where, _explain(e, Config)) for e in exc.errors() if (where := _field_path(e["loc"])) not in named
         ]
         raise ConfigError(path, problems) from None
+    problems += _command_problems(config)
     if problems:
         raise ConfigError(path, problems)
     return config

@@ -87,7 +87,8 @@ class Director:
             return ChatResult("invalid", error.reply)
         if command is None:
             return ChatResult("ignored")
-        voting = self.mode == "democracy" and command.action is not None and message.role < self._vote_exempt_role()
+        voting = (self.mode == "democracy" and command.action is not None and not message.paid
+                  and message.role < self._vote_exempt_role())
         try:
             # A vote spends no cooldown: only role, words and the user's rate apply.
             self.moderator.check(message, command, voting=voting or isinstance(command.bot, VoteOp))
@@ -100,7 +101,7 @@ class Director:
         if voting:
             return self._cast(message, command)
         result = await self.submit(DirectionEvent(id=message.event_id, action=command.action, source=message.source))
-        if result.status == "refused":
+        if result.status == "refused" and not message.paid:  # a paid direction spent no cooldown
             self.moderator.refund(message, command)
         return result
 

@@ -83,3 +83,36 @@ class Figures(Message):
     chat_lines_per_s: float
     event_to_frame_p50: float | None
     event_to_frame_p99: float | None
+
+
+class TwitchStatus(Message):
+    """The Twitch connection changed state. ``connecting`` at start, ``connected``,
+    ``reconnecting`` after a drop (the world runs on; chat waits), ``auth_failed``
+    when a token needs a new login (``detail`` says which account and how)."""
+
+    type: Literal["twitch"] = "twitch"
+    state: Literal["connecting", "connected", "reconnecting", "auth_failed", "stopped"]
+    detail: str = ""
+
+
+class RedemptionQueued(Message):
+    """A channel-points redemption waits its turn; ``position`` 1 is next."""
+
+    type: Literal["redemption_queued"] = "redemption_queued"
+    id: str
+    user: str
+    reward: str
+    input: str
+    position: int
+
+
+class RedemptionDone(Message):
+    """A redemption left the queue: ``fulfilled`` (it changed the world) or
+    ``refunded`` (the world refused it; ``reason`` says why)."""
+
+    type: Literal["redemption_done"] = "redemption_done"
+    id: str
+    user: str
+    reward: str
+    status: Literal["fulfilled", "refunded"]
+    reason: str | None = None

@@ -552,6 +552,9 @@ class Moderator:
         now = self._clock()
         verb = command.verb
         self.screen(message)
+        if message.paid:  # the streamer's own command, bought: only what reaches the screen is checked
+            self._check_words(message, command)
+            return
         self._check_allowed(message, command)
         vote = command.bot
         if isinstance(vote, VoteOp) and vote.command is not None:  # "!vote lock weather" needs what "!lock weather" needs

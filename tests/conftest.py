@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -65,7 +66,7 @@ class Streambot:
     waited for until it prints its URL; its output is kept (and drained, so it
     never blocks on a full pipe) for the test to read after ``stop``."""
 
-    def __init__(self, *args: str, timeout: float = 90.0) -> None:
+    def __init__(self, *args: str, timeout: float = 90.0, env: dict[str, str] | None = None) -> None:
         import re
         import subprocess
         import time
@@ -73,6 +74,7 @@ class Streambot:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streambot", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env=None if env is None else {**os.environ, **env},
         )
         self.lines: list[str] = []
         deadline = time.monotonic() + timeout

@@ -184,6 +184,7 @@ class StandIn:
             "video": {"width": WIDTH, "height": HEIGHT, "fps": 30, "backend": "deterministic", "precision": None},
             "stats": {"frames": self.scene.seq, "dropped": 0, "late": 0},
             "mode": "anarchy", "votes": VoteBox().status(), "recent": [],
+            "twitch": None,  # no Twitch section: the preview shows no banner
         }
 
     async def takes(self):
@@ -501,3 +502,24 @@ def test_real_product_streams_to_chromium_and_obeys_chat(tmp_path, page):
         code = product.stop()
     assert code == 0, product.output
     assert "streambot stopped" in product.output
+
+
+def test_preview_page_says_when_twitch_needs_a_new_login(tmp_path, page):
+    from test_twitch import BOT_SCOPES, BROADCASTER_SCOPES, write_config
+    from twitch_server import TwitchServer
+
+    with TwitchServer() as twitch:
+        bot = twitch.issue_tokens(twitch.bot, BOT_SCOPES)
+        channel = twitch.issue_tokens(twitch.channel, BROADCASTER_SCOPES)
+        twitch.revoke(twitch.channel)
+        env = {"TWITCH_BOT_TOKEN": bot[0], "TWITCH_BOT_REFRESH_TOKEN": bot[1],
+               "TWITCH_BROADCASTER_TOKEN": channel[0], "TWITCH_BROADCASTER_REFRESH_TOKEN": channel[1]}
+        config = write_config(tmp_path / "stream.yaml", twitch, tmp_path)
+        product = Streambot("run", "-c", str(config), "--port", "0", "--token", TOKEN, "--no-stdin", env=env)
+        try:
+            open_preview(page, product.url.rstrip("/"), TOKEN)
+            banner = page.locator("#twitch-banner")
+            banner.filter(has_text="Twitch needs a new login").wait_for(timeout=15000)
+            assert "streambot twitch login --as broadcaster" in banner.inner_text()
+        finally:
+            product.stop()
