@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/flood.py
+	$(PY) benchmarks/twitch.py
 	$(PY) benchmarks/stream.py
 	$(PY) benchmarks/store.py
 	$(PY) benchmarks/world_model.py

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.chatload import LINES, flood_pipeline  # noqa: E402
+from benchmarks.chatload import LINES, flood_arguments, flood_pipeline, frame_counts, frames_on_time  # noqa: E402
 from streambot.app import App  # noqa: E402
 from streambot.mpegts import MpegTsOutput  # noqa: E402
 from streambot.config import parse_config  # noqa: E402
@@ -66,8 +66,7 @@ async def main(args: argparse.Namespace) -> None:
     })
     async with App(config) as app:
         await asyncio.sleep(2.0)  # warm up: first renders fill caches
-        stats = app.engine.stats()
-        before = (stats.frames, stats.late, stats.dropped)
+        before = frame_counts(app)
         if args.via == "http":
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", CLIENT, app.url + "api/chat", TOKEN, str(args.rate), str(args.seconds), json.dumps(LINES),
@@ -77,10 +76,7 @@ async def main(args: argparse.Namespace) -> None:
             report = json.loads(out)
         else:
             report = await flood_pipeline(app, args.rate, args.seconds)
-        stats = app.engine.stats()
-        frames, late, dropped = (stats.frames - before[0], stats.late - before[1], stats.dropped - before[2])
-        due = frames + dropped
-        on_time = (frames - late) / due if due else 0.0
+        frames, late, dropped, on_time = frames_on_time(app, before)
         print(f"chat flood via {args.via}: {report['sent']} lines in {report['seconds']:.1f} s "
               f"({report['sent'] / report['seconds']:.0f}/s) -> {report['counts']}")
         print(f"  {args.width}x{args.height} at {args.fps} fps with MPEG-TS H.264 encoding: "
@@ -91,11 +87,6 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=720)
+    parser = flood_arguments(__doc__.splitlines()[0])
     parser.add_argument("--via", choices=("http", "pipeline"), default="http")
     asyncio.run(main(parser.parse_args()))
