@@ -101,6 +101,7 @@ class Engine:
         self.frames = FrameSource()
         self._store: Store | None = None
         self._journal: Journal | None = None
+        self.store_failure: dict[str, Any] | None = None  # the last write the store could not take
         self._loop: FrameLoop | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -178,6 +179,7 @@ class Engine:
             "video": {"width": config.width, "height": config.height, "fps": loop.fps, "backend": loop.backend.name,
                       "precision": _precision(loop.backend)},
             "stats": {"frames": loop.stats.frames, "dropped": loop.stats.dropped, "late": loop.stats.late},
+            "store_failure": self.store_failure,  # the last write the store could not take, or None
         }
 
     def latest_frame(self) -> Frame | None:
@@ -232,6 +234,9 @@ class Engine:
             journal.switch(branch)  # type: ignore[union-attr]
 
         await asyncio.wrap_future(loop.call(swap))
+        # The switch is queued on the journal's thread: wait for it, so whoever reads
+        # the takes or the state after this answer (or the event) sees the new line.
+        await asyncio.to_thread(journal.flush)  # type: ignore[union-attr]
         self.bus.publish(TakeRestored(name=take.name, line=branch.name, tick=take.tick))
         return branch
 
@@ -294,6 +299,7 @@ class Engine:
         """The store could not take a write (disk full, I/O error): undo what was
         not saved by going back to the world the store holds. Runs on the
         journal's thread, so the rebuild never stalls the frame loop."""
+        self.store_failure = {"error": f"{type(error).__name__}: {error}", "time": time.time()}
         store, journal, loop = self._store, self._journal, self._loop
         if store is None or journal is None or loop is None:  # stopping: the next start restores from disk
             return

@@ -1,69 +1,97 @@
-// The feed overlay (feed.html): applied commands as they happen, and the running vote.
+// The feed overlay (feed.html): who just did what, in words, fading after a while.
+//
+// A line is the chat message's summary ("alice summoned a dragon called Zed"), with the
+// command underneath in small type. Only applied commands show; if the server's
+// show_refusals is above 0, refused and denied ones show that many seconds, muted.
+// Each line shows once: chat lines are known by their id (a line from /api/state by its
+// first event's id, which is the chat message's id), through reconnects and restarts.
 "use strict";
-// Every viewer-supplied string goes in with textContent: chat can never inject markup.
-const feed = document.getElementById("feed");
-const votes = document.getElementById("votes");
-const options = document.getElementById("options");
-const title = document.getElementById("votes-title");
-const MAX_LINES = 6;
 
-function el(tag, cls, text) {
-  const node = document.createElement(tag);
-  if (cls) node.className = cls;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
+(function () {
+  const { el, truncate, BoundedSet, remember, queryNumber } = window.Overlay;
+  const feed = document.getElementById("feed");
+  const MAX_LINES = queryNumber("lines", 1, 20) || 6;
+  const LINGER = queryNumber("linger", 1, 3600) || 12;  // seconds an applied line stays
+  const REFUSAL_CHARS = 80;
+  const WHO_CHARS = 40;
+  const REFUSED = new Set(["refused", "denied"]);
 
-function line(r) {
-  const node = el("div", "line");
-  node.append(el("span", "who", r.user), el("span", "what", r.text));
-  return node;
-}
+  const seen = new BoundedSet(2000);
+  let showRefusals = 0;
+  const hook = { history: [], shown: 0 };
+  window.overlay.feed = hook;
 
-// A hostile viewer must not be able to fill the stream with error messages.
-const shown = r => r.status === "applied";
+  /** "alice summoned a dragon" -> ["alice", "summoned a dragon"]; [null, summary] when it
+   * does not start with the user. */
+  function split(user, summary) {
+    if (user && summary.startsWith(user + " ")) return [user, summary.slice(user.length + 1)];
+    return [null, summary];
+  }
 
-function showLines(lines) {
-  feed.replaceChildren(...lines.slice(-MAX_LINES).map(line));
-}
+  function remove(node) {
+    if (!node.isConnected || node.classList.contains("leaving")) return;
+    node.classList.add("leaving");
+    setTimeout(() => node.remove(), 650);
+  }
 
-function showVote(v) {
-  const opts = (v && v.options) || [];
-  votes.style.display = mode === "democracy" && opts.length ? "block" : "none";
-  title.textContent = "Vote" + (v && v.seconds_left != null ? ` (${Math.ceil(v.seconds_left)} s)` : "");
-  options.replaceChildren(...opts.map(o => {
-    const row = el("div", "opt");
-    row.append(el("span", "", `#${o.number} ${o.text}`), el("span", "", String(o.votes)));
-    return row;
-  }));
-}
-
-// The state once (what was on screen before this page opened), then the event
-// stream: EventSource reconnects by itself and resumes after the last id it saw.
-let mode = "anarchy";
-let lines = [];
-async function start() {
-  try {
-    const response = await fetch("/api/state", { cache: "no-store" });
-    if (response.ok) {
-      const state = await response.json();
-      mode = state.mode || mode;
-      lines = (state.recent || []).filter(shown).slice(-MAX_LINES);
-      showLines(lines);
-      showVote(state.votes);
+  function show(entry, via) {
+    const refusal = entry.status !== "applied";
+    const node = el("div", refusal ? "line refusal enter" : "line enter");
+    node.dataset.id = entry.id;
+    node.dataset.status = entry.status;
+    // Spaces between the parts are text too, so the line reads (and copies) as a sentence.
+    const space = () => document.createTextNode(" ");
+    if (refusal) {
+      node.append(el("span", "who", truncate(entry.user, WHO_CHARS)), space(),
+                  el("span", "what", truncate(entry.reply || entry.status, REFUSAL_CHARS)), space(),
+                  el("span", "cmd", truncate(entry.text, REFUSAL_CHARS)));
+    } else {
+      const [who, what] = split(entry.user, entry.summary || entry.text || "");
+      if (who !== null) node.append(el("span", "who", truncate(who, WHO_CHARS)), space());
+      node.append(el("span", "what", truncate(what, 160)), space(), el("span", "cmd", truncate(entry.text, 80)));
     }
-  } catch (e) { /* the stream below still comes */ }
-  const stream = new EventSource("/api/stream?types=chat,mode,vote_opened,vote_counted,vote_closed,gap");
-  stream.addEventListener("chat", e => {
-    const r = JSON.parse(e.data);
-    if (!shown(r)) return;
-    lines = [...lines, r].slice(-MAX_LINES);
-    showLines(lines);
+    feed.append(node);
+    const live = [...feed.querySelectorAll(".line:not(.leaving)")];
+    for (const old of live.slice(0, Math.max(0, live.length - MAX_LINES))) remove(old);
+    setTimeout(() => remove(node), (refusal ? showRefusals : LINGER) * 1000);
+    hook.shown += 1;
+    remember(hook.history, { id: entry.id, status: entry.status, user: entry.user, text: entry.text,
+                             summary: entry.summary, via });
+  }
+
+  function wanted(entry) {
+    if (entry.status === "applied") return true;
+    return showRefusals > 0 && REFUSED.has(entry.status);
+  }
+
+  function take(entry, via) {
+    if (!entry || !entry.id || seen.has(entry.id)) return;
+    if (!wanted(entry)) return;
+    seen.add(entry.id);
+    show(entry, via);
+  }
+
+  window.Overlay.start({
+    name: "feed",
+    types: ["chat"],
+    setup(settings) {
+      const seconds = Number(settings.show_refusals);
+      showRefusals = Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 60) : 0;
+      hook.showRefusals = showRefusals;
+    },
+    state(state) {
+      // What happened just before this page opened (or while it was away): applied lines
+      // only; a refusal from then is stale news.
+      const recent = (state.recent || []).filter(r => r.status === "applied" && r.events && r.events.length);
+      for (const r of recent.slice(-MAX_LINES)) {
+        take({ id: r.events[0].id, user: r.user, text: r.text, status: r.status, reply: r.reply,
+               summary: r.summary }, "state");
+      }
+      // Lines older than these are not news any more, but they must not come back later either.
+      for (const r of recent) if (r.events[0].id) seen.add(r.events[0].id);
+    },
+    on: {
+      chat: data => take(data, "stream"),
+    },
   });
-  stream.addEventListener("mode", e => { mode = JSON.parse(e.data).mode; showVote(null); });
-  stream.addEventListener("vote_opened", e => showVote(JSON.parse(e.data)));
-  stream.addEventListener("vote_counted", e => showVote(JSON.parse(e.data)));
-  stream.addEventListener("vote_closed", () => showVote(null));
-  stream.addEventListener("gap", () => { stream.close(); setTimeout(start, 500); });  // too far behind: start over
-}
-start();
+})();

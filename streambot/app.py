@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
-from engine import Branch, DirectionEvent, Engine, EngineConfig, Frame, Subscription, Take
+from engine import Branch, DirectionEvent, Engine, EngineConfig, Frame, Role, Source, Subscription, Take
 
 from . import metrics
 from .chat import ChatMessage, ChatResult, ChatSource
@@ -30,8 +30,12 @@ from .messages import Figures
 from .mpegts import MpegTsOutput
 from .outputs import Output
 from .recorder import Recorder
+from .obs import ObsSource
+from .obs.setup import stream_urls
 from .twitch import TwitchSource
-from .server import make_web_app
+from .vcam import VirtualCameraOutput
+from .errors import StreambotError
+from .server import make_web_app, overlay_urls
 from .webrtc import WhepServer
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,9 @@ class App:
         self.token_generated = config.server.token is None
         self.engine = Engine(engine_config(config))
         self.director = Director(config, self.engine)
+        # With OBS, the world always goes out as MPEG-TS, to where OBS can read it.
+        self.obs_stream = stream_urls(config.obs, config.outputs.mpegts.url) if config.obs is not None else None
+        self.obs: ObsSource | None = None
         self.outputs: list[Output] = self._outputs()
         self.twitch: TwitchSource | None = None
         if config.twitch is not None:
@@ -75,8 +82,12 @@ class App:
         found: list[Output] = []
         if outputs.webrtc.enabled:
             found.append(WhepServer(frames, max_sessions=outputs.webrtc.max_viewers))
-        if outputs.mpegts.enabled:
-            found.append(MpegTsOutput(frames, outputs.mpegts.url, video.fps, outputs.mpegts.bitrate_kbps))
+        if outputs.mpegts.enabled or self.obs_stream is not None:
+            url = self.obs_stream[0] if self.obs_stream is not None else outputs.mpegts.url
+            found.append(MpegTsOutput(frames, url, video.fps, outputs.mpegts.bitrate_kbps))
+        if outputs.virtual_camera.enabled:
+            camera = outputs.virtual_camera
+            found.append(VirtualCameraOutput(frames, video.fps, device=camera.device, backend=camera.backend))
         record = outputs.record
         if record.enabled:
             found.append(Recorder(
@@ -114,10 +125,40 @@ class App:
         return {
             **world,
             "mode": self.director.mode,
+            "vote_window": self.director.votes.window,
             "votes": self.director.votes.status(),
             "recent": list(self.director.recent)[-20:],
             "twitch": self.twitch.status if self.twitch is not None else None,
+            "obs": self.obs.status if self.obs is not None else None,
+            "cooldowns": self.director.cooldowns(),
+            "redemptions": self.redemptions(),
         }
+
+    def overlay_settings(self) -> dict[str, Any]:
+        """What the overlay pages need before their first paint: the theme and the pages."""
+        return {
+            "theme": self.config.overlays.theme.model_dump(mode="json"),
+            "show_refusals": self.config.overlays.show_refusals,
+            "pages": overlay_urls(self.url),
+            "panel": f"{self.url}panel",
+        }
+
+    def set_mode(self, mode: str, vote_window: float | None = None) -> None:
+        """The streamer switches the audience mode (and the vote window) from the panel."""
+        self.director.set_mode(mode, Source(user="streamer", role=Role.BROADCASTER, platform="api"), vote_window)
+
+    def redemptions(self) -> dict[str, Any] | None:
+        """The channel-points queue (None: Twitch is off)."""
+        if self.twitch is None:
+            return None
+        return {"held": self.twitch.config.approve_redemptions,
+                "waiting": [r.model_dump(mode="json") for r in self.twitch.waiting]}
+
+    def settle_redemption(self, redemption_id: str, action: str) -> None:
+        """The panel's hand on the queue: ``approve``, ``reject`` (refund) or ``front``."""
+        if self.twitch is None:
+            raise StreambotError("Twitch is not on")
+        {"approve": self.twitch.approve, "reject": self.twitch.reject, "front": self.twitch.to_front}[action](redemption_id)
 
     async def takes(self) -> tuple[str, list[Take]]:
         return await self.engine.takes()
@@ -177,6 +218,10 @@ class App:
         self.url = f"http://{host}:{port}/"
         if self.twitch is not None:
             self.add_source(self.twitch)
+        if self.config.obs is not None and self.obs_stream is not None:
+            self.obs = ObsSource(self.config.obs, obs_input=self.obs_stream[1], overlay_pages=overlay_urls(self.url),
+                                 publish=self.engine.publish, subscribe=self.subscribe)
+            self.add_source(self.obs)
 
     async def __aexit__(self, *exc_info: object) -> None:
         for task in list(self._tasks):

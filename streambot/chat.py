@@ -59,12 +59,14 @@ class ChatResult:
     status: Status
     reply: str | None = None
     events: list[DirectionEvent] = field(default_factory=list)
+    summary: str | None = None  # an applied command in words, for the overlays ("kim made it snow")
 
     def to_dict(self) -> dict:
         return {
             "status": self.status,
             "reply": self.reply,
             "events": [e.model_dump(mode="json") for e in self.events],
+            "summary": self.summary,
         }
 
 

@@ -9,6 +9,8 @@
     streambot twitch login [--as bot|broadcaster] -c CONFIG   log an account in (device code)
     streambot twitch check -c CONFIG          validate both tokens and their scopes
     streambot twitch rewards sync -c CONFIG   create or update the configured rewards
+    streambot obs setup -c CONFIG      set OBS up for the world (scene, source, controls, overlays)
+    streambot obs check -c CONFIG      what OBS has, what it lacks, and how fast it answers
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     rewards.add_argument("action", choices=("sync",))
     for p in twitch_sub.choices.values():
         p.add_argument("-c", "--config", type=Path, required=True)
+
+    obs = sub.add_parser("obs", help="set OBS up for the world, or check what it has")
+    obs.add_argument("obs_command", choices=("setup", "check"))
+    obs.add_argument("-c", "--config", type=Path, required=True)
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("-c", "--config", type=Path, required=True)
@@ -171,15 +177,24 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
 
 async def _serve(config: Config, read_stdin: bool) -> None:
     from .app import App  # aiortc, PyAV and the renderer load here, not for check-config
+    from .server import overlay_urls
 
     async with App(config) as app:
         shown = f"{app.url}#token={app.token}" if app.token_generated else app.url
         print(f"streambot is live: open {shown}", flush=True)
         if not app.token_generated:
             print("API token: from the config (not shown)", flush=True)
+        panel = f"{app.url}panel#token={app.token}" if app.token_generated else f"{app.url}panel"
+        print(f"control panel: {panel}", flush=True)
+        print("overlays for OBS (Browser Source, 1920x1080):", flush=True)
+        for name, url in overlay_urls(app.url).items():
+            print(f"  {name:8} {url}", flush=True)
         if config.twitch is not None:
             print(f"Twitch: joining #{config.twitch.channel} (status in /api/state and on the preview page)", flush=True)
-        if config.outputs.mpegts.enabled:
+        if app.obs_stream is not None and config.obs is not None:
+            print(f"OBS: connecting to {config.obs.host}:{config.obs.port}; the world goes to {app.obs_stream[0]} "
+                  f"({app.obs_stream[2]})", flush=True)
+        elif config.outputs.mpegts.enabled:
             print(f"MPEG-TS (H.264) for OBS's Media Source: {config.outputs.mpegts.url}", flush=True)
         if read_stdin:
             print("type chat commands here, e.g. !spawn cat Tom, !weather snow, !help", flush=True)
@@ -202,13 +217,48 @@ def _twitch(config: Config, args: argparse.Namespace) -> int:
             return asyncio.run(setup.sync_rewards(config.twitch))
 
 
+def _obs(config: Config, args: argparse.Namespace) -> int:
+    """``streambot obs setup|check``: one connection, one job, a clear sentence when OBS is not there."""
+    from .obs.errors import ObsError
+    from .obs.link import Requests, connect, describe_failure
+    from .obs.setup import inspect, set_up, stream_urls
+    from .server import overlay_urls
+
+    if config.obs is None:
+        raise ConfigError(str(args.config), [("obs", "this config has no obs section (see the README)")])
+    obs = config.obs
+    try:
+        client = connect(obs, 0)
+    except Exception as error:
+        print(f"OBS: {describe_failure(error, obs)}", file=sys.stderr)
+        return 1
+    try:
+        requests = Requests(client)
+        if args.obs_command == "check":
+            lines = inspect(requests, obs)
+        else:
+            sender, reader, why = stream_urls(obs, config.outputs.mpegts.url)
+            server = config.server
+            base = f"http://{'127.0.0.1' if server.host in ('0.0.0.0', '::') else server.host}:{server.port}/"
+            lines = set_up(requests, obs, reader, overlay_urls(base)).lines
+            lines.append(f"the product sends the world to {sender} ({why}) while it runs")
+    except ObsError as error:
+        print(f"OBS: {error}", file=sys.stderr)
+        return 1
+    finally:
+        client.ws.close()
+    for line in lines:
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from .twitch.tokens import RedactSecrets
+    from .redact import RedactSecrets
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactSecrets())  # no token or client secret in any log line, whoever writes it
@@ -221,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "twitch":
             return _twitch(config, args)
+        if args.command == "obs":
+            return _obs(config, args)
         if args.command == "demo":
             config = config.model_copy(update={"twitch": None})  # the demo stays offline whatever the file says
         if args.command in ("takes", "replay", "export"):

@@ -12,16 +12,17 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine import Role, SceneSpec, catalog
 
 from .commands import DEFAULT_COMMANDS, CommandTable
 from .errors import ConfigError
 from .moderation import ModerationConfig
+from .obs.config import ObsConfig
 from .twitch.config import TwitchConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -94,8 +95,15 @@ class RecordConfig(_Section):
     bitrate_kbps: int = Field(default=8000, ge=100, le=100_000)
 
 
+class VirtualCameraConfig(_Section):
+    enabled: bool = False  # needs pip install 'streambot[vcam]' and a device (v4l2loopback, OBS's driver)
+    device: str | None = None  # e.g. /dev/video10; None: the first free one
+    backend: str | None = None  # pyvirtualcam's backend name; None: the system's own
+
+
 class OutputsConfig(_Section):
     mpegts: MpegTsConfig = Field(default_factory=MpegTsConfig)
+    virtual_camera: VirtualCameraConfig = Field(default_factory=VirtualCameraConfig)
     webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
 
@@ -117,6 +125,46 @@ class StageConfig(_Section):
     max_in_wings: int = Field(default=catalog.MAX_WINGS, ge=0, le=100_000)
 
 
+# What may go into the overlays' stylesheet: values are written into CSS, so they
+# are held to shapes that cannot close a rule or load anything.
+_CSS_COLOUR = re.compile(r"#[0-9a-fA-F]{3,8}|rgba?\(\s*[0-9.%]+\s*(,\s*[0-9.%]+\s*){2,3}\)|[a-zA-Z]{3,20}")
+_FONT_FAMILY = re.compile(r"[A-Za-z0-9 ,'\-]{1,120}")
+
+
+def _css_colour(value: str) -> str:
+    if not _CSS_COLOUR.fullmatch(value.strip()):
+        raise ValueError("expected a colour: #rrggbb, rgb(r, g, b), rgba(r, g, b, a) or a name such as white")
+    return value.strip()
+
+
+def _font_family(value: str) -> str:
+    if not _FONT_FAMILY.fullmatch(value.strip()):
+        raise ValueError("expected font names separated by commas (letters, digits, spaces, quotes, hyphens)")
+    return value.strip()
+
+
+CssColour = Annotated[str, AfterValidator(_css_colour)]
+FontFamily = Annotated[str, AfterValidator(_font_family)]
+Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
+
+
+class ThemeConfig(_Section):
+    """How the overlays look (``overlays.theme``); a page's URL query overrides it."""
+
+    font: FontFamily = "system-ui, sans-serif"  # installed fonts only: the pages load nothing from outside
+    text: CssColour = "#ffffff"
+    accent: CssColour = "#ffd54a"
+    background: CssColour = "rgba(10, 12, 24, 0.78)"
+    corner: Corner = "bottom-left"
+    scale: float = Field(default=1.0, ge=0.25, le=4.0)
+
+
+class OverlaysConfig(_Section):
+    theme: ThemeConfig = Field(default_factory=ThemeConfig)
+    # Seconds a refused command shows on the feed (0: never; the sender hears why in chat).
+    show_refusals: float = Field(default=0.0, ge=0.0, le=30.0)
+
+
 class Config(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
@@ -130,12 +178,16 @@ class Config(_Section):
     scene: SceneSpec = Field(default_factory=SceneSpec)
     # Present: ``streambot run`` joins this Twitch channel. Absent: offline.
     twitch: TwitchConfig | None = None
+    # Present: the product sets OBS up and takes directions from it. Absent: no OBS.
+    obs: ObsConfig | None = None
+    overlays: OverlaysConfig = Field(default_factory=OverlaysConfig)
 
 
 def _command_problems(config: Config) -> list[tuple[str, str]]:
-    """Every command a reward, a cheer or a sub triggers must parse: a typo is a
-    config error at start, not a silent refusal in front of the audience."""
-    if config.twitch is None:
+    """Every command a reward, a cheer, a sub or an OBS control triggers must parse:
+    a typo is a config error at start, not a silent refusal in front of the audience."""
+    templates = (config.twitch.templates() if config.twitch else []) + (config.obs.commands() if config.obs else [])
+    if not templates:
         return []
     from .chat import ChatMessage
     from .commands import CommandError, Grammar
@@ -143,7 +195,7 @@ def _command_problems(config: Config) -> list[tuple[str, str]]:
     grammar = Grammar(config.chat.prefix, config.commands)
     samples = {"user": "kim", "input": "hello", "bits": "100"}
     problems: list[tuple[str, str]] = []
-    for where, template in config.twitch.templates():
+    for where, template in templates:
         line = re.sub(r"\{(\w+)\}", lambda m: samples.get(m[1], "x"), template)
         try:
             command = grammar.parse(ChatMessage(user="kim", text=line, role=Role.BROADCASTER))
@@ -196,14 +248,27 @@ def _explain(error: dict[str, Any], model: type[BaseModel]) -> str:
     return message
 
 
+def _model_in(annotation: Any) -> Any:
+    """The model inside ``X | None``, ``list[X]`` or ``dict[str, X]``, else the annotation."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in reversed(get_args(annotation)):
+        found = _model_in(arg)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    return annotation
+
+
 def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     current: Any = model
     for item in loc:
-        field = getattr(current, "model_fields", {}).get(item)
+        if isinstance(item, int):  # an index into a list of models
+            continue
+        field = getattr(_model_in(current), "model_fields", {}).get(item)
         if field is None:
             return []
         current = field.annotation
-    return list(getattr(current, "model_fields", {}))
+    return list(getattr(_model_in(current), "model_fields", {}))
 
 
 def parse_config(raw: Any, path: str = "<config>") -> Config:

@@ -27,9 +27,10 @@ from .commands import (
     BotOp, Command, CommandError, Grammar, HelpOp, ModeOp, TakeOp, TimeoutOp, VoteOp, clean_line, describe,
 )
 from .config import Config
-from .messages import ChatHandled, ModeChanged, VoteClosed, VoteCounted, VoteOpened, VoteOption
+from .messages import ChatHandled, CooldownStarted, ModeChanged, VoteClosed, VoteCounted, VoteOpened, VoteOption
 from .moderation import Denied, Moderator, human_duration
 from .votes import VoteBox
+from .words import in_words
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,14 @@ class Director:
             result = ChatResult("invalid", "something went wrong with that command")
         if result.status != "ignored":
             text = clean_line(message.text[:MAX_CHAT_LENGTH])  # shown on the overlay: the line as it was read
-            self.recent.append({"user": message.user, "text": text, **result.to_dict()})
-            self.engine.publish(ChatHandled(id=message.event_id, user=message.user, platform=message.platform,
-                                            text=text, status=result.status, reply=result.reply))
+            self._told(message.event_id, message.user, message.platform, text, result)
         return result
+
+    def _told(self, event_id: str, user: str, platform: str, text: str, result: ChatResult) -> None:
+        """A command's outcome for the overlays: in the recent lines and on the stream, with one id."""
+        self.recent.append({"id": event_id, "user": user, "text": text, **result.to_dict()})
+        self.engine.publish(ChatHandled(id=event_id, user=user, platform=platform, text=text, status=result.status,
+                                        reply=result.reply, summary=result.summary))
 
     def _redelivered(self, message: ChatMessage) -> bool:
         key = message.event_id
@@ -103,7 +108,15 @@ class Director:
         result = await self.submit(DirectionEvent(id=message.event_id, action=command.action, source=message.source))
         if result.status == "refused" and not message.paid:  # a paid direction spent no cooldown
             self.moderator.refund(message, command)
+        elif (result.status == "applied" and not message.paid and message.role < self._vote_exempt_role()
+              and (left := self.moderator.cooling_down().get(command.verb))):  # this command started it
+            self.engine.publish(CooldownStarted(command=f"{self.grammar.prefix}{command.verb}", seconds=round(left, 2)))
         return result
+
+    def cooldowns(self) -> list[dict]:
+        """The commands on a global cooldown, for the overlays' first paint."""
+        return [{"command": f"{self.grammar.prefix}{verb}", "seconds": round(left, 2)}
+                for verb, left in sorted(self.moderator.cooling_down().items())]
 
     async def submit(self, event: DirectionEvent) -> ChatResult:
         """Send one event to the engine and report what it did with it."""
@@ -116,7 +129,20 @@ class Director:
         if not outcome.applied:
             return ChatResult("refused", outcome.reason, [outcome.event])
         line = describe(outcome.event.action, self.grammar.prefix, outcome.subject)
-        return ChatResult("applied", f"done: {line}", [outcome.event])
+        return ChatResult("applied", f"done: {line}", [outcome.event], summary=in_words(outcome.event, outcome.subject))
+
+    def set_mode(self, mode: str, by: Source, vote_window: float | None = None) -> None:
+        """Anarchy or democracy; ``vote_window`` seconds for the windows that open from now on."""
+        if vote_window is not None:
+            if not (0 < vote_window <= 600):
+                raise ValueError("the vote window is 1 to 600 seconds")
+            self.votes.window = float(vote_window)
+        if mode != self.mode or vote_window is not None:
+            if mode != self.mode and mode == "anarchy":
+                self.votes.clear()  # an open vote must not fire after democracy ended
+                self._close_window(None)
+            self.mode = mode  # type: ignore[assignment]
+            self.engine.publish(ModeChanged(mode=mode, by=by, vote_window=self.votes.window))
 
     def _vote_exempt_role(self) -> Role:
         # Moderators direct the scene directly even in democracy; that is what they are for.
@@ -125,12 +151,7 @@ class Director:
     async def _bot_op(self, message: ChatMessage, command: Command, op: BotOp) -> ChatResult:
         match op:
             case ModeOp(mode=mode):
-                if mode != self.mode:
-                    self.mode = mode
-                    if mode == "anarchy":
-                        self.votes.clear()  # an open vote must not fire after democracy ended
-                        self._close_window(None)
-                    self.engine.publish(ModeChanged(mode=mode, by=message.source))
+                self.set_mode(mode, message.source)
                 return ChatResult("info", f"mode is now {mode}")
             case HelpOp(topic=topic):
                 return ChatResult("info", self.grammar.help(topic, role=message.role))
@@ -198,7 +219,8 @@ class Director:
             if winner is None:
                 continue
             assert winner.action is not None  # only engine commands become options
-            self._close_window(describe(winner.action, self.grammar.prefix))
+            line = describe(winner.action, self.grammar.prefix)
+            self._close_window(line)
             event = DirectionEvent(id=uuid.uuid4().hex, action=winner.action, source=VOTE_SOURCE)
             result = await self.submit(event)
-            self.recent.append({"user": "vote", "text": winner.verb, **result.to_dict()})
+            self._told(event.id, VOTE_SOURCE.user, VOTE_SOURCE.platform, line, result)

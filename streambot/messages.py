@@ -55,6 +55,7 @@ class ModeChanged(Message):
     type: Literal["mode"] = "mode"
     mode: Literal["anarchy", "democracy"]
     by: Source
+    vote_window: float | None = None  # seconds a vote stays open
 
 
 class ChatHandled(Message):
@@ -68,6 +69,7 @@ class ChatHandled(Message):
     text: str
     status: str
     reply: str | None = None
+    summary: str | None = None  # applied: what happened, in words ("kim made it snow")
 
 
 class Figures(Message):
@@ -116,3 +118,51 @@ class RedemptionDone(Message):
     reward: str
     status: Literal["fulfilled", "refunded"]
     reason: str | None = None
+
+
+class CooldownStarted(Message):
+    """A command was used and is on its global cooldown: ready again in ``seconds``."""
+
+    type: Literal["cooldown"] = "cooldown"
+    command: str
+    seconds: float
+
+
+class WaitingRedemption(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    user: str
+    reward: str
+    input: str = ""
+    approved: bool = True  # False: waiting for the streamer's approval
+
+
+class RedemptionQueue(Message):
+    """The redemptions waiting their turn, in order, whenever the queue changes.
+    ``held``: the streamer approves redemptions one by one (``twitch.approve_redemptions``)."""
+
+    type: Literal["redemptions"] = "redemptions"
+    waiting: tuple[WaitingRedemption, ...]
+    held: bool = False
+
+
+class Moment(Message):
+    """Something a viewer paid for changed the world: worth a banner on stream.
+    ``amount``: the bits of a cheer; ``title``: the reward's; ``summary`` what it did."""
+
+    type: Literal["moment"] = "moment"
+    kind: Literal["reward", "cheer", "sub"]
+    user: str
+    amount: int | None = None
+    title: str | None = None
+    summary: str
+
+
+class ObsStatus(Message):
+    """The OBS connection changed state: ``connecting``, ``connected``,
+    ``reconnecting``, ``disconnected`` (``detail`` says why, in one sentence), ``stopped``."""
+
+    type: Literal["obs"] = "obs"
+    state: Literal["connecting", "connected", "reconnecting", "disconnected", "stopped"]
+    detail: str = ""

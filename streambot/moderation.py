@@ -587,6 +587,13 @@ class Moderator:
                 self._global_cooldowns[verb].update(now)
             self._global_rate.update(now)
 
+    def cooling_down(self, now: float | None = None) -> dict[str, float]:
+        """Commands on a global cooldown now, and the seconds until each is ready
+        ("!weather ready in 8 s" on the overlay)."""
+        now = self._clock() if now is None else now
+        waits = {verb: cooldown.retry_after(now) for verb, cooldown in self._global_cooldowns.items()}
+        return {verb: wait for verb, wait in waits.items() if wait}
+
     def refund(self, message: ChatMessage, command: Command) -> None:
         """The world refused a command that passed ``check`` (nobody of that name
         on stage, a lock): give back its verb's cooldowns, so the chatter can try

@@ -16,6 +16,12 @@ Routes (every method other than GET/HEAD needs ``Authorization: Bearer TOKEN``):
 - ``GET  /api/takes``        the takes and the current line
 - ``POST /api/takes``        ``{name, note}``: save a take of the world as it is now
 - ``POST /api/takes/{name}/back``  go back to a take, on a new line (the old one stays)
+- ``POST /api/mode``         ``{mode, vote_window}``: anarchy or democracy, and the vote's seconds
+- ``GET  /api/overlays``     the overlay pages' URLs and theme (``overlays`` in the config)
+- ``GET  /api/redemptions``  the channel-points queue; ``POST /api/redemptions/{id}/approve``,
+                             ``.../reject`` (refunds), ``.../front`` (runs it next)
+- ``GET  /panel``            the streamer's control panel (needs the token: ``POST /panel/login``
+                             sets a same-site cookie that stands in for the header)
 - ``GET  /metrics``          Prometheus text format
 - ``POST /whep``, ``DELETE /whep/{session}``  WebRTC playback (WHEP)
 """
@@ -40,6 +46,7 @@ from engine import (
 
 from . import metrics
 from .chat import MAX_CHAT_LENGTH, ChatMessage, ChatResult
+from .errors import StreambotError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,10 @@ class Product(Protocol):
     def stream_epoch(self) -> str: ...
     def metrics_text(self) -> bytes: ...
     def routes(self) -> list[web.RouteDef]: ...
+    def overlay_settings(self) -> dict[str, Any]: ...
+    def set_mode(self, mode: str, vote_window: float | None = None) -> None: ...
+    def redemptions(self) -> dict[str, Any] | None: ...
+    def settle_redemption(self, redemption_id: str, action: str) -> None: ...
 
 
 OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
@@ -82,6 +93,21 @@ HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing
 STREAM_WRITE_INTERVAL = 0.1
 
 
+# The overlay pages, for OBS Browser Sources (1920x1080; each scales to 1280x720).
+OVERLAY_PAGES = {
+    "feed": "who just did what",
+    "votes": "the vote in democracy: options, counts, time left, the winner",
+    "roster": "who is on stage, who made them, what is locked",
+    "queue": "channel-points redemptions waiting, and commands cooling down",
+    "moments": "a banner for subs, cheers and redemptions",
+}
+PANEL_COOKIE = "streambot_panel"
+
+
+def overlay_urls(base: str) -> dict[str, str]:
+    return {name: f"{base}overlays/{name}.html" for name in OVERLAY_PAGES}
+
+
 def _app(request: web.Request) -> Product:
     return request.app[APP_KEY]  # type: ignore[return-value]
 
@@ -90,13 +116,36 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _cookie_ok(request: web.Request) -> bool:
+    """The panel's cookie, sent by the panel's own page. It is SameSite=Strict; a
+    request another site's page makes (Sec-Fetch-Site, Origin) is refused anyway."""
+    cookie = request.cookies.get(PANEL_COOKIE, "")
+    if not cookie or not _same(cookie, _app(request).token):
+        return False
+    site = request.headers.get("Sec-Fetch-Site", "same-origin")
+    if site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin == "null" and site == "same-origin":  # a form post under Referrer-Policy: no-referrer
+        origin = None
+    return origin is None or origin == f"{request.scheme}://{request.host}"
+
+
+def authorised(request: web.Request) -> bool:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and _same(token.strip(), _app(request).token):
+        return True
+    return _cookie_ok(request)
+
+
 @web.middleware
 async def _security(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    if request.method not in SAFE_METHODS:
-        expected = _app(request).token
-        given = request.headers.get("Authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+    if request.method not in SAFE_METHODS and request.path != "/panel/login":  # the login checks the token itself
+        if not authorised(request):
             return web.json_response(
                 {"error": "missing or wrong token: send Authorization: Bearer TOKEN"},
                 status=401, headers={"WWW-Authenticate": 'Bearer realm="streambot"'},
@@ -212,6 +261,72 @@ async def metrics_page(request: web.Request) -> web.Response:
     return web.Response(body=_app(request).metrics_text(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
+async def mode(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    window = body.get("vote_window") if isinstance(body, dict) else None
+    if (not isinstance(body, dict) or body.get("mode") not in ("anarchy", "democracy")
+            or (window is not None and (isinstance(window, bool) or not isinstance(window, (int, float))))):
+        return _error(400, 'expected {"mode": "anarchy" or "democracy", "vote_window": seconds}')
+    try:
+        _app(request).set_mode(body["mode"], window)
+    except ValueError as error:
+        return _error(400, str(error))
+    return web.json_response({"mode": body["mode"], "vote_window": window})
+
+
+async def overlays(request: web.Request) -> web.Response:
+    return web.json_response(_app(request).overlay_settings(), headers={"Cache-Control": "no-store"})
+
+
+async def redemptions(request: web.Request) -> web.Response:
+    queue = _app(request).redemptions()
+    if queue is None:
+        return _error(404, "Twitch is not on (no twitch section in the config)")
+    return web.json_response(queue)
+
+
+async def settle_redemption(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    if action not in ("approve", "reject", "front"):
+        return _error(404, "expected approve, reject or front")
+    product = _app(request)
+    if product.redemptions() is None:
+        return _error(404, "Twitch is not on (no twitch section in the config)")
+    try:
+        product.settle_redemption(request.match_info["id"], action)
+    except StreambotError as error:
+        return _error(409, str(error))
+    return web.json_response(product.redemptions())
+
+
+async def panel(request: web.Request) -> web.StreamResponse:
+    """The control panel for whoever holds the token; the login page for anyone else."""
+    if _cookie_ok(request):
+        return web.FileResponse(OVERLAYS / "panel.html", headers={"Cache-Control": "no-store"})
+    return web.FileResponse(OVERLAYS / "login.html", status=401, headers={"Cache-Control": "no-store"})
+
+
+async def panel_login(request: web.Request) -> web.StreamResponse:
+    """``token`` from a form (or JSON): right, a cookie for the panel and on to it; wrong, 401."""
+    if request.content_type == "application/json":
+        body = await _read_json(request)
+        token = str(body.get("token", "")) if isinstance(body, dict) else ""
+    else:
+        token = str((await request.post()).get("token", ""))
+    if not token or not _same(token.strip(), _app(request).token):
+        return _error(401, "wrong token: it is server.token in your config, or the one printed at start")
+    response = web.HTTPSeeOther("/panel")
+    response.set_cookie(PANEL_COOKIE, token.strip(), httponly=True, samesite="Strict", path="/",
+                        secure=request.secure)
+    raise response
+
+
+async def panel_logout(request: web.Request) -> web.StreamResponse:
+    response = web.HTTPSeeOther("/panel")
+    response.del_cookie(PANEL_COOKIE, path="/")
+    raise response
+
+
 def _sse(item: Item, epoch: str) -> str:
     if isinstance(item.message, Gap):  # a reader's own news: no id, so a resume skips nothing
         return f"event: gap\ndata: {item.json()}\n\n"
@@ -288,6 +403,13 @@ def make_web_app(app: Product) -> web.Application:
         web.get("/api/takes", takes),
         web.post("/api/takes", save_take),
         web.post("/api/takes/{name}/back", back_to_take),
+        web.post("/api/mode", mode),
+        web.get("/api/overlays", overlays),
+        web.get("/api/redemptions", redemptions),
+        web.post("/api/redemptions/{id}/{action}", settle_redemption),
+        web.get("/panel", panel),
+        web.post("/panel/login", panel_login),
+        web.post("/panel/logout", panel_logout),
         web.get("/metrics", metrics_page),
         web.static("/overlays", OVERLAYS),
     ])

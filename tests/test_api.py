@@ -312,3 +312,128 @@ async def test_shutting_down_closes_the_streams(tmp_path, http) -> None:
             while await stream.content.readline():
                 pass
     assert time.monotonic() - started < 10
+
+
+# ---- what the overlays and the panel read ------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_applied_command_is_told_in_words_on_the_stream_and_in_the_state(app, http) -> None:
+    subscription = app.subscribe(["chat"])
+    reply = await say(http, app, "!spawn dragon Zed", user="alice")
+    assert reply["summary"] == "alice summoned a dragon called Zed"
+    refused = await say(http, app, "!spwan cat", user="alice")
+    assert refused["summary"] is None
+    told = [item.message for item in await subscription.next(timeout=2)]
+    assert [(m.status, m.summary) for m in told] == [("applied", "alice summoned a dragon called Zed"),
+                                                      ("invalid", None)]
+    assert (await state(http, app))["recent"][-2]["summary"] == "alice summoned a dragon called Zed"
+
+
+@pytest.mark.asyncio
+async def test_a_global_cooldown_is_announced_and_listed_until_it_is_over(tmp_path, http) -> None:
+    config = small_config(tmp_path / "world.db").model_copy(deep=True)
+    config = parse_config({**config.model_dump(mode="json", exclude={"commands", "twitch"}),
+                           "commands": {"weather": {"global_cooldown": 0.8}}})
+    async with App(config) as app:
+        subscription = app.subscribe(["cooldown"])
+        await say(http, app, "!weather snow")
+        [item] = await subscription.next(timeout=2)
+        assert item.message.command == "!weather" and 0.5 < item.message.seconds <= 0.8
+        listed = (await state(http, app))["cooldowns"]
+        assert [c["command"] for c in listed] == ["!weather"] and 0 < listed[0]["seconds"] <= 0.8
+        await say(http, app, "!weather rain", role="moderator")  # exempt: no new cooldown is started
+        assert await subscription.next(timeout=0.3) == []
+        await asyncio.sleep(0.9)
+        assert (await state(http, app))["cooldowns"] == []
+
+
+@pytest.mark.asyncio
+async def test_the_streamer_switches_mode_and_vote_window_over_the_api(app, http) -> None:
+    async with http.post(app.url + "api/mode", json={"mode": "democracy", "vote_window": 42}) as r:
+        assert r.status == 401  # no token
+    subscription = app.subscribe(["mode"])
+    async with http.post(app.url + "api/mode", json={"mode": "democracy", "vote_window": 42}, headers=AUTH) as r:
+        assert r.status == 200
+    [item] = await subscription.next(timeout=2)
+    assert (item.message.mode, item.message.vote_window) == ("democracy", 42)
+    now = await state(http, app)
+    assert (now["mode"], now["vote_window"]) == ("democracy", 42)
+    for bad in ({"mode": "chaos"}, {"mode": "anarchy", "vote_window": "soon"}, {"mode": "anarchy", "vote_window": 0}):
+        async with http.post(app.url + "api/mode", json=bad, headers=AUTH) as r:
+            assert r.status == 400, bad
+    assert (await state(http, app))["mode"] == "democracy"
+
+
+@pytest.mark.asyncio
+async def test_overlay_settings_name_every_page_and_the_theme(tmp_path, http) -> None:
+    config = parse_config({**small_config(tmp_path / "world.db").model_dump(mode="json", exclude={"commands", "twitch"}),
+                           "overlays": {"theme": {"accent": "#ff0066", "corner": "top-right"}, "show_refusals": 3}})
+    async with App(config) as app:
+        async with http.get(app.url + "api/overlays") as r:
+            settings = await r.json()
+        assert settings["theme"]["accent"] == "#ff0066" and settings["theme"]["corner"] == "top-right"
+        assert settings["show_refusals"] == 3 and settings["panel"] == app.url + "panel"
+        for name, url in settings["pages"].items():
+            async with http.get(url) as r:
+                assert r.status == 200, name
+                assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+
+
+@pytest.mark.asyncio
+async def test_the_panel_needs_the_token_and_its_cookie_works_only_from_the_panels_own_origin(app) -> None:
+    jar = aiohttp.CookieJar(unsafe=True)  # the product is on an IP address, which the default jar ignores
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        async with http.get(app.url + "panel", allow_redirects=False) as r:
+            assert r.status == 401 and "token" in (await r.text()).lower()
+        async with http.post(app.url + "panel/login", data={"token": "wrong-token-0123456789"}, allow_redirects=False) as r:
+            assert r.status == 401
+        async with http.post(app.url + "api/mode", json={"mode": "democracy"}) as r:
+            assert r.status == 401
+        async with http.post(app.url + "panel/login", data={"token": TOKEN}, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/panel"
+            cookie = r.headers["Set-Cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        async with http.get(app.url + "panel", allow_redirects=False) as r:
+            assert r.status == 200
+        async with http.post(app.url + "api/mode", json={"mode": "democracy"}) as r:
+            assert r.status == 200  # the cookie stands in for the header
+        for foreign in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            async with http.post(app.url + "api/mode", json={"mode": "anarchy"}, headers=foreign) as r:
+                assert r.status == 401, foreign
+        assert app.director.mode == "democracy"
+        async with http.post(app.url + "panel/logout", allow_redirects=False) as r:
+            assert r.status == 303
+        async with http.post(app.url + "api/mode", json={"mode": "anarchy"}) as r:
+            assert r.status == 401
+
+
+@pytest.mark.asyncio
+async def test_redemption_controls_say_when_twitch_is_off(app, http) -> None:
+    async with http.get(app.url + "api/redemptions") as r:
+        assert r.status == 404 and "Twitch is not on" in (await r.json())["error"]
+    async with http.post(app.url + "api/redemptions/abc/approve", headers=AUTH) as r:
+        assert r.status == 404
+    assert (await state(http, app))["redemptions"] is None
+
+
+@pytest.mark.asyncio
+async def test_a_store_that_refuses_writes_is_told_on_the_stream_and_in_the_state(tmp_path, http) -> None:
+    import sqlite3
+
+    async with App(small_config(tmp_path / "world.db")) as app:
+        assert (await state(http, app))["store_failure"] is None
+        subscription = app.subscribe(["store_failed"])
+        # The real file starts refusing new events, as a full disk would.
+        db = sqlite3.connect(tmp_path / "world.db")
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk is full'); END")
+        db.commit()
+        reply = await say(http, app, "!weather snow", role="moderator")
+        assert reply["status"] == "refused" and "could not save" in reply["reply"]
+        [item] = await subscription.next(timeout=5)
+        assert "disk is full" in item.message.error
+        failure = (await state(http, app))["store_failure"]
+        assert "disk is full" in failure["error"] and failure["time"] > 0
+        db.execute("DROP TRIGGER refuse")
+        db.commit()
+        db.close()

@@ -185,6 +185,7 @@ class StandIn:
             "stats": {"frames": self.scene.seq, "dropped": 0, "late": 0},
             "mode": "anarchy", "votes": VoteBox().status(), "recent": [],
             "twitch": None,  # no Twitch section: the preview shows no banner
+            "vote_window": 15.0, "cooldowns": [], "redemptions": None, "store_failure": None, "obs": None,
         }
 
     async def takes(self):

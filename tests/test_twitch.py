@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +32,9 @@ TYPES = {"channel.chat.message", "channel.channel_points_custom_reward_redemptio
          "channel.subscribe", "channel.subscription.gift", "channel.subscription.message"}
 
 
-def write_config(path: Path, server: TwitchServer, tmp: Path, extra: str = "", paid: bool = True) -> Path:
+def write_config(path: Path, server: TwitchServer, tmp: Path, extra: str = "", paid: bool = True,
+                 twitch_extra: str = "") -> Path:
+    """A config for the product against ``server``; ``twitch_extra`` is a line in the twitch section."""
     paid_section = f"""
   rewards:
     - {{title: "Summon a dragon", cost: 500, command: "!spawn dragon {{user}}", cooldown: 60}}
@@ -55,6 +58,7 @@ twitch:
   client_id: {server.client_id}
   token_file: {tmp / 'tokens.json'}
   urls: {{api: "{server.api_url}", auth: "{server.auth_url}", eventsub: "{server.eventsub_url}"}}{paid_section}
+  {twitch_extra}
 {extra}""")
     return path
 
@@ -279,6 +283,69 @@ def test_a_revoked_token_says_which_account_to_log_in_again_and_the_world_runs_o
         finally:
             product.stop()
         assert channel[0] not in product.output and channel[1] not in product.output
+
+
+def test_held_redemptions_wait_for_the_streamer_who_approves_rejects_or_reorders(tmp_path: Path) -> None:
+    with TwitchServer() as server:
+        bot = server.issue_tokens(server.bot, BOT_SCOPES)
+        channel = server.issue_tokens(server.channel, BROADCASTER_SCOPES)
+        env = {"TWITCH_BOT_TOKEN": bot[0], "TWITCH_BOT_REFRESH_TOKEN": bot[1],
+               "TWITCH_BROADCASTER_TOKEN": channel[0], "TWITCH_BROADCASTER_REFRESH_TOKEN": channel[1]}
+        config = write_config(tmp_path / "stream.yaml", server, tmp_path, twitch_extra="approve_redemptions: true")
+        synced = subprocess.run([sys.executable, "-m", "streambot", "twitch", "rewards", "sync", "-c", str(config)],
+                                cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        product = Streambot("run", "-c", str(config), "--port", "0", "--token", TOKEN, "--no-stdin", env=env)
+        live = Live(server, product, tmp_path, "")
+
+        def act(redemption_id: str, action: str) -> dict[str, Any]:
+            request = urllib.request.Request(f"{product.url}api/redemptions/{redemption_id}/{action}", data=b"",
+                                             method="POST", headers={"Authorization": f"Bearer {TOKEN}"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)
+
+        def status(delivery: Any) -> str:
+            return {r["id"]: r["status"] for r in server.redemptions()}[delivery.redemption_id]
+
+        try:
+            live.subscribed()
+            snow = server.redeem("Make it snow", "ann")
+            dragon = server.redeem("Summon a dragon", "ben")
+            said = server.redeem("Say something", "cat", "hi")
+            state = live.until(lambda s: len(s["redemptions"]["waiting"]) == 3, "three redemptions waiting")
+            assert state["redemptions"]["held"] is True
+            assert [w["user"] for w in state["redemptions"]["waiting"]] == ["Ann", "Ben", "Cat"]
+            assert not any(w["approved"] for w in state["redemptions"]["waiting"])
+            time.sleep(0.5)
+            assert live.state()["env"]["weather"] != "snow" and status(snow) == "UNFULFILLED"  # held, not run
+
+            queue = act(said.redemption_id, "front")
+            assert [w["user"] for w in queue["waiting"]] == ["Cat", "Ann", "Ben"]
+            queue = act(snow.redemption_id, "reject")
+            assert [w["user"] for w in queue["waiting"]] == ["Cat", "Ben"]
+            server.wait_for(lambda: status(snow) == "CANCELED", 10, "the rejected redemption refunded")
+            live.replies("@ann your Make it snow was refunded")
+
+            # The stream tells the overlays: a moment for what a viewer paid for.
+            stream = urllib.request.urlopen(product.url + "api/stream?types=moment", timeout=10)
+            act(dragon.redemption_id, "approve")
+            state = live.until(lambda s: any(e["kind"] == "dragon" and e["owner"] == "Ben" for e in s["entities"]),
+                               "ben's dragon")
+            server.wait_for(lambda: status(dragon) == "FULFILLED", 10, "the approved redemption fulfilled")
+            assert [w["user"] for w in live.state()["redemptions"]["waiting"]] == ["Cat"]
+            with pytest.raises(urllib.error.HTTPError) as gone:
+                act(snow.redemption_id, "approve")
+            assert gone.value.code == 409
+
+            with stream:
+                seen = b""
+                while b"\n\n" not in seen.partition(b"event: moment")[2]:
+                    seen += stream.read1(65536)
+            moment = json.loads(seen.partition(b"event: moment\ndata: ")[2].partition(b"\n")[0])
+            assert (moment["kind"], moment["title"], moment["summary"]) == ("reward", "Summon a dragon",
+                                                                           "Ben summoned a dragon called Ben")
+        finally:
+            product.stop()
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

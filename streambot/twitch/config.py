@@ -108,6 +108,9 @@ class TwitchConfig(_Section):
     bits: list[BitsTier] = Field(default_factory=list)
     subs: Template | None = None
     replies: RepliesConfig = Field(default_factory=RepliesConfig)
+    # True: each redemption waits in the queue until the streamer approves it in the
+    # panel (or rejects it, which refunds the points); False: they run as they come.
+    approve_redemptions: bool = False
 
     @field_validator("bot", mode="before")
     @classmethod

@@ -7,9 +7,11 @@ notification seen before (Twitch delivers at least once) is dropped by its
 message id. Chat lines are bounded (a raid cannot grow memory without limit;
 the oldest waiting lines go first); what viewers paid for is never dropped.
 
-Redemptions run one at a time. One the world applies is FULFILLED; one it
-refuses (a lock, a freeze, a cooldown, a blocked word) is CANCELED, which gives
-the viewer their points back, and chat hears why. Settling with Twitch happens
+Redemptions wait in a queue of their own and run one at a time, in order (with
+``approve_redemptions`` each waits for the streamer's approval; the panel may
+also reject one or move it to the front). One the world applies is FULFILLED;
+one it refuses (a lock, a freeze, a cooldown, a blocked word) or the streamer
+rejects is CANCELED, which gives the viewer their points back, and chat hears why. Settling with Twitch happens
 on its own queue and survives reconnects, so a Twitch hiccup never holds up
 the next direction.
 
@@ -34,7 +36,7 @@ from engine import Role, Subscription
 
 from ..chat import ChatMessage, ChatResult, Deliver, Paid
 from ..commands import clean_line
-from ..messages import RedemptionDone, RedemptionQueued, TwitchStatus
+from ..messages import Moment, RedemptionDone, RedemptionQueue, RedemptionQueued, TwitchStatus, WaitingRedemption
 from . import connection as twitch
 from .config import Reward, TwitchConfig
 from .connection import Connection
@@ -102,6 +104,8 @@ class _Paid:
     reward_id: str = ""
     redemption_id: str = ""
     viewer_input: str = ""
+    approved: bool = True  # False: held until the streamer approves it
+    amount: int | None = None  # the bits of a cheer
 
 
 class TwitchSource:
@@ -127,7 +131,10 @@ class TwitchSource:
         self._roles: OrderedDict[str, Role] = OrderedDict()  # user id -> role seen in chat, for paid events
         self._sent_texts: deque[str] = deque(maxlen=64)  # to recognise our own replies when the bot is the channel
         self._reward_ready: dict[str, float] = {}  # reward title -> when its local cooldown ends
-        self._queued: list[str] = []  # redemption ids waiting, in order, for the overlay's queue
+        # Redemptions waiting their turn, in order; one worker runs them one at a time.
+        self._redemptions: list[_Paid] = []
+        self._redemption_ready = asyncio.Event()
+        self._running: _Paid | None = None
         self._settle: asyncio.Queue[tuple[str, str, str, bool]] = asyncio.Queue()
         self._connected = asyncio.Event()
         self._unhealthy = asyncio.Event()
@@ -150,7 +157,7 @@ class TwitchSource:
     @property
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "detail": self.detail, "channel": self.config.channel,
-                "queue": len(self._queued), "replies_pending": len(self.replies.pending)}
+                "queue": len(self._redemptions), "replies_pending": len(self.replies.pending)}
 
     def _set_status(self, state: str, detail: str = "") -> None:
         if (state, detail) == (self.state, self.detail):
@@ -161,7 +168,7 @@ class TwitchSource:
     # -- running --------------------------------------------------------------------------
 
     async def run(self, deliver: Deliver) -> None:
-        workers = [self._connect_forever(), self._work(deliver), self._settle_forever()]
+        workers = [self._connect_forever(), self._work(deliver), self._redeem_forever(deliver), self._settle_forever()]
         if self.config.replies.enabled:
             workers.append(self.replies.run())
             if self._subscribe is not None:
@@ -276,9 +283,12 @@ class TwitchSource:
                 self._drop_oldest_chat()
             self._waiting_chat += 1
         elif item.kind == "reward":
-            self._queued.append(item.redemption_id)
+            item.approved = not self.config.approve_redemptions
+            self._redemptions.append(item)
             self._publish(RedemptionQueued(id=item.redemption_id, user=item.user, reward=item.reward.title if item.reward
-                                           else "", input=item.viewer_input, position=len(self._queued)))
+                                           else "", input=item.viewer_input, position=len(self._redemptions)))
+            self._queue_changed()
+            return
         self._inbox.append(item)
         self._wake.set()
 
@@ -302,7 +312,7 @@ class TwitchSource:
                 return None
             user = _name(None if payload.anonymous else payload.user)
             return _Paid("cheer", user, _user_id(payload.user), fill(tier.command, user=user, bits=str(payload.bits)),
-                         f"cheer-{key}", thanks=f"thanks {user} for {payload.bits} bits!")
+                         f"cheer-{key}", thanks=f"thanks {user} for {payload.bits} bits!", amount=int(payload.bits))
         if kind in (twitch.SUBSCRIBE, twitch.RESUB):
             if kind == twitch.SUBSCRIBE and not self.config.subs:
                 return None
@@ -381,6 +391,60 @@ class TwitchSource:
                 except Exception:
                     log.exception("Twitch: a %s from %s failed", item.kind, item.user)
 
+    async def _redeem_forever(self, deliver: Deliver) -> None:
+        """Redemptions, one after another, in queue order; a held one waits for approval."""
+        while True:
+            item = next((r for r in self._redemptions if r.approved), None)
+            if item is None:
+                self._redemption_ready.clear()
+                await self._redemption_ready.wait()
+                continue
+            self._running = item
+            try:
+                await self._paid(deliver, item)
+            except Exception:
+                log.exception("Twitch: a redemption from %s failed", item.user)
+                if item in self._redemptions:
+                    self._finish(item, False, "something went wrong with it")
+            finally:
+                self._running = None
+
+    # -- the streamer's hand on the queue (the panel) -------------------------------------------
+
+    @property
+    def waiting(self) -> list[WaitingRedemption]:
+        """The redemptions waiting their turn, in order."""
+        return [WaitingRedemption(id=r.redemption_id, user=r.user, reward=r.reward.title if r.reward else "",
+                                  input=r.viewer_input, approved=r.approved) for r in self._redemptions]
+
+    def _queue_changed(self) -> None:
+        self._publish(RedemptionQueue(waiting=tuple(self.waiting), held=self.config.approve_redemptions))
+        self._redemption_ready.set()
+
+    def _waiting_one(self, redemption_id: str) -> _Paid:
+        item = next((r for r in self._redemptions if r.redemption_id == redemption_id), None)
+        if item is None:
+            raise TwitchError(f"no redemption {redemption_id} is waiting (it may have run already)")
+        if item is self._running:
+            raise TwitchError("that redemption is running now")
+        return item
+
+    def approve(self, redemption_id: str) -> None:
+        """Let a held redemption take its turn."""
+        self._waiting_one(redemption_id).approved = True
+        self._queue_changed()
+
+    def reject(self, redemption_id: str, reason: str = "the streamer passed on it") -> None:
+        """Take a redemption out of the queue and give the viewer their points back."""
+        self._finish(self._waiting_one(redemption_id), False, reason)
+
+    def to_front(self, redemption_id: str) -> None:
+        """Make a redemption the next to run."""
+        item = self._waiting_one(redemption_id)
+        self._redemptions.remove(item)
+        self._redemptions.insert(0, item)
+        self._queue_changed()
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -419,6 +483,9 @@ class TwitchSource:
                                   paid=item.kind)
             result = await deliver(message)
         done = result.status in ("applied", "info", "duplicate", "voted")
+        if result.status == "applied" and result.summary:
+            self._publish(Moment(kind=item.kind, user=item.user, amount=item.amount,
+                                 title=reward.title if reward else None, summary=result.summary))
         if reward is None:
             if done and item.thanks:
                 self.replies.say(item.thanks, key=f"thanks:{item.user.casefold()}")
@@ -428,15 +495,20 @@ class TwitchSource:
             return
         if done and reward.cooldown:
             self._reward_ready[reward.title] = self._clock() + reward.cooldown
-        if item.redemption_id in self._queued:
-            self._queued.remove(item.redemption_id)
-        reason = None if done else (result.reply or result.status)
-        self._publish(RedemptionDone(id=item.redemption_id, user=item.user, reward=reward.title,
+        self._finish(item, done, None if done else (result.reply or result.status))
+
+    def _finish(self, item: _Paid, done: bool, reason: str | None) -> None:
+        """A redemption leaves the queue: told on the stream and in chat, settled with Twitch."""
+        assert item.reward is not None
+        if item in self._redemptions:
+            self._redemptions.remove(item)
+            self._queue_changed()
+        self._publish(RedemptionDone(id=item.redemption_id, user=item.user, reward=item.reward.title,
                                      status="fulfilled" if done else "refunded", reason=reason))
         if not done:
-            self.replies.say(f"@{item.user} your {reward.title} was refunded: {reason}",
+            self.replies.say(f"@{item.user} your {item.reward.title} was refunded: {reason}",
                              key=f"user:{item.user.casefold()}", urgent=True)
-        self._settle.put_nowait((item.reward_id, item.redemption_id, reward.title, done))
+        self._settle.put_nowait((item.reward_id, item.redemption_id, item.reward.title, done))
 
     async def _settle_forever(self) -> None:
         """Tell Twitch how each redemption ended, in order, retrying through reconnects."""

@@ -12,13 +12,13 @@ Tokens are never logged: ``Tokens.__repr__`` shows only which accounts are held.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..redact import RedactSecrets, keep_secret
 from .errors import TwitchAuthError
 
 __all__ = ["Account", "ACCOUNTS", "SCOPES", "TokenPair", "Tokens", "env_names", "RedactSecrets", "keep_secret"]
@@ -37,36 +37,6 @@ SCOPES: dict[Account, tuple[str, ...]] = {
 def env_names(account: Account) -> tuple[str, str]:
     prefix = f"TWITCH_{account.upper()}"
     return f"{prefix}_TOKEN", f"{prefix}_REFRESH_TOKEN"
-
-
-_SECRETS: set[str] = set()
-
-
-def keep_secret(value: str | None) -> None:
-    """Never let ``value`` reach a log line (see ``RedactSecrets``)."""
-    if value and len(value) >= 8:
-        _SECRETS.add(value)
-
-
-class RedactSecrets(logging.Filter):
-    """Blanks every known token and client secret out of a log record, whoever logs
-    it: a library's debug line or an exception's text must not leak one."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not _SECRETS:
-            return True
-        text = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        cleaned, exc_text = text, record.exc_text
-        for secret in _SECRETS:
-            cleaned = cleaned.replace(secret, "<redacted>")
-            if exc_text:
-                exc_text = exc_text.replace(secret, "<redacted>")
-        if cleaned != text:
-            record.msg, record.args = cleaned, None
-        record.exc_text = exc_text
-        return True
 
 
 @dataclass(frozen=True)
