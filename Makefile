@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/flood.py
 	$(PY) benchmarks/twitch.py
+	$(PY) benchmarks/obs_latency.py
 	$(PY) benchmarks/stream.py
 	$(PY) benchmarks/store.py
 	$(PY) benchmarks/world_model.py

@@ -26,6 +26,8 @@ from prometheus_client.metrics_core import Metric
 
 from engine import Frame, FrameSource
 
+from .errors import OutputError
+
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 0.5
@@ -130,7 +132,7 @@ class PacedOutput:
             try:
                 self._pace(frame)
             except Exception as exc:  # whatever goes wrong here must stay inside this output
-                expected = isinstance(exc, (OSError, av.FFmpegError))
+                expected = isinstance(exc, (OSError, av.FFmpegError, OutputError))  # said in one line
                 self.failures += 1
                 self.last_error = one_line(exc)
                 if self._emitted_this_attempt > 0:
@@ -218,7 +220,10 @@ def add_h264_stream(
     stream = container.add_stream(
         "libx264",
         rate=fps,
-        options={"preset": preset, "g": str(gop or fps), **(options or {})},
+        # Frames are converted to I420 with BT.601 (swscale's default); say so in the
+        # stream, or players that assume BT.709 (OBS) shift the colours (red turns orange).
+        options={"preset": preset, "g": str(gop or fps),
+                 "x264-params": "colormatrix=smpte170m:colorprim=smpte170m:transfer=smpte170m", **(options or {})},
     )
     stream.width, stream.height = width, height
     stream.pix_fmt = "yuv420p"

@@ -32,6 +32,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
 class Publisher:
     """Stands in for the frame loop: publishes ``picture(seq)`` every 1/fps
     seconds from its own thread, for as long as the ``with`` block lasts."""

@@ -10,7 +10,7 @@ import av
 import pytest
 import torch
 
-from conftest import Publisher
+from conftest import Publisher, wait_for
 from engine.frames import Frame, FrameSource
 from streambot.errors import OutputError
 from streambot.mpegts import MpegTsOutput
@@ -76,14 +76,6 @@ class Receiver:
         except (av.FFmpegError, OSError) as exc:  # the sender went away, or the read timed out
             if not self._stop.is_set():
                 self.error = exc
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_udp_stream_decodes_and_tracks_the_published_frames():

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine.events import DirectionEvent, Role, SetTime, SetWeather, Spawn
-from conftest import Publisher
+from conftest import Publisher, wait_for
 from engine import Bus, EventApplied, TakeSaved
 from engine.frames import FrameSource
 from streambot.errors import OutputError
@@ -52,14 +52,6 @@ def numbered(seq: int) -> torch.Tensor:
 
 def noise(seq: int) -> torch.Tensor:
     return torch.randint(0, 256, (3, HEIGHT, WIDTH), dtype=torch.uint8, generator=torch.Generator().manual_seed(seq))
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def decode(path: Path) -> list:
