@@ -14,8 +14,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -24,11 +22,8 @@ import pytest
 
 from conftest import ROOT, Streambot
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from test_browser import CHROMIUM, browser  # noqa: F401  (the module's one Chromium)
+
 TOKEN = "overlay-test-token-0123456789"
 ARTIFACTS = ROOT / "test-artifacts" / "overlays"
 PAGES = ("feed", "votes", "roster", "queue", "moments")
@@ -113,19 +108,12 @@ overlays:
 def twitch(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The product against the local Twitch server, holding redemptions for approval;
     overlays as configured by default (refusals never shown)."""
-    from test_twitch import BOT_SCOPES, BROADCASTER_SCOPES, TYPES, write_config
+    from test_twitch import TYPES, ready_to_run
     from twitch_server import TwitchServer
 
     tmp = tmp_path_factory.mktemp("overlays-twitch")
     with TwitchServer() as server:
-        bot = server.issue_tokens(server.bot, BOT_SCOPES)
-        channel = server.issue_tokens(server.channel, BROADCASTER_SCOPES)
-        env = {"TWITCH_BOT_TOKEN": bot[0], "TWITCH_BOT_REFRESH_TOKEN": bot[1],
-               "TWITCH_BROADCASTER_TOKEN": channel[0], "TWITCH_BROADCASTER_REFRESH_TOKEN": channel[1]}
-        config = write_config(tmp / "stream.yaml", server, tmp, twitch_extra="approve_redemptions: true")
-        synced = subprocess.run([sys.executable, "-m", "streambot", "twitch", "rewards", "sync", "-c", str(config)],
-                                cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
-        assert synced.returncode == 0, synced.stdout + synced.stderr
+        config, env = ready_to_run(server, tmp, twitch_extra="approve_redemptions: true")
         running = Product(config, env)
         try:
             server.wait_for(lambda: {s["type"] for s in server.subscriptions()} >= TYPES, 30,
@@ -139,13 +127,6 @@ def twitch(tmp_path_factory: pytest.TempPathFactory) -> Any:
 # ---- the browser ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 class Watch:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,14 +20,10 @@ import pytest
 
 from conftest import ROOT, Streambot
 
-CHROMIUM = "/usr/bin/chromium"
+from test_browser import CHROMIUM, browser  # noqa: F401  (the module's one Chromium)
+
 TOKEN = "panel-test-token-0123456789"
 ARTIFACTS = ROOT / "test-artifacts" / "panel"
-CHROMIUM_ARGS = [  # as tests/test_browser.py launches it
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required",
-]
 
 pytestmark = [
     pytest.mark.timeout(150),
@@ -130,13 +124,6 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Any:
         bot.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class Panel:
@@ -489,19 +476,12 @@ def test_live_video_and_a_screenshot(panel: Panel, product: Product) -> None:
 
 @pytest.fixture(scope="module")
 def twitch_product(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from test_twitch import BOT_SCOPES, BROADCASTER_SCOPES, TYPES, write_config
+    from test_twitch import TYPES, ready_to_run
     from twitch_server import TwitchServer
 
     tmp = tmp_path_factory.mktemp("panel-twitch")
     with TwitchServer() as server:
-        bot = server.issue_tokens(server.bot, BOT_SCOPES)
-        channel = server.issue_tokens(server.channel, BROADCASTER_SCOPES)
-        env = {"TWITCH_BOT_TOKEN": bot[0], "TWITCH_BOT_REFRESH_TOKEN": bot[1],
-               "TWITCH_BROADCASTER_TOKEN": channel[0], "TWITCH_BROADCASTER_REFRESH_TOKEN": channel[1]}
-        config = write_config(tmp / "stream.yaml", server, tmp, twitch_extra="approve_redemptions: true")
-        synced = subprocess.run([sys.executable, "-m", "streambot", "twitch", "rewards", "sync", "-c", str(config)],
-                                cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
-        assert synced.returncode == 0, synced.stdout + synced.stderr
+        config, env = ready_to_run(server, tmp, twitch_extra="approve_redemptions: true")
         bot_process = Streambot("run", "-c", str(config), "--port", "0", "--token", TOKEN, "--no-stdin", env=env)
         try:
             server.wait_for(lambda: {s["type"] for s in server.subscriptions()} >= TYPES, 30,

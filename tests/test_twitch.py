@@ -63,6 +63,20 @@ twitch:
     return path
 
 
+def ready_to_run(server: TwitchServer, tmp: Path, twitch_extra: str = "") -> tuple[Path, dict[str, str]]:
+    """A config and the token environment for ``streambot run`` against ``server``,
+    with the rewards synced first (the product may only settle rewards it created)."""
+    bot = server.issue_tokens(server.bot, BOT_SCOPES)
+    channel = server.issue_tokens(server.channel, BROADCASTER_SCOPES)
+    env = {"TWITCH_BOT_TOKEN": bot[0], "TWITCH_BOT_REFRESH_TOKEN": bot[1],
+           "TWITCH_BROADCASTER_TOKEN": channel[0], "TWITCH_BROADCASTER_REFRESH_TOKEN": channel[1]}
+    config = write_config(tmp / "stream.yaml", server, tmp, twitch_extra=twitch_extra)
+    synced = subprocess.run([sys.executable, "-m", "streambot", "twitch", "rewards", "sync", "-c", str(config)],
+                            cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    return config, env
+
+
 class Live:
     def __init__(self, server: TwitchServer, product: Streambot, tmp: Path, expired: str) -> None:
         self.server, self.product, self.tmp, self.expired = server, product, tmp, expired
@@ -287,14 +301,7 @@ def test_a_revoked_token_says_which_account_to_log_in_again_and_the_world_runs_o
 
 def test_held_redemptions_wait_for_the_streamer_who_approves_rejects_or_reorders(tmp_path: Path) -> None:
     with TwitchServer() as server:
-        bot = server.issue_tokens(server.bot, BOT_SCOPES)
-        channel = server.issue_tokens(server.channel, BROADCASTER_SCOPES)
-        env = {"TWITCH_BOT_TOKEN": bot[0], "TWITCH_BOT_REFRESH_TOKEN": bot[1],
-               "TWITCH_BROADCASTER_TOKEN": channel[0], "TWITCH_BROADCASTER_REFRESH_TOKEN": channel[1]}
-        config = write_config(tmp_path / "stream.yaml", server, tmp_path, twitch_extra="approve_redemptions: true")
-        synced = subprocess.run([sys.executable, "-m", "streambot", "twitch", "rewards", "sync", "-c", str(config)],
-                                cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
-        assert synced.returncode == 0, synced.stdout + synced.stderr
+        config, env = ready_to_run(server, tmp_path, twitch_extra="approve_redemptions: true")
         product = Streambot("run", "-c", str(config), "--port", "0", "--token", TOKEN, "--no-stdin", env=env)
         live = Live(server, product, tmp_path, "")
 
