@@ -22,12 +22,8 @@ __all__ = ["CONTROLS_SCENE", "Setup", "media_settings", "stream_urls", "set_up",
 
 CONTROLS_SCENE = "streambot controls"
 # obs-websocket's codes for what OBS cannot do here (its protocol's RequestStatus).
-RESOURCE_ALREADY_EXISTS = 601
-INVALID_INPUT_KIND = 605
-RESOURCE_NOT_FOUND = 600
+INVALID_INPUT_KIND = 605  # no such kind of input in this OBS (Debian's has no browser_source)
 VIRTUAL_CAM_UNAVAILABLE = 604
-# Text sources differ by platform: FreeType 2 on Linux and macOS, GDI+ on Windows.
-TEXT_KINDS = ("text_ft2_source_v2", "text_gdiplus_v3", "text_gdiplus_v2")
 OVERLAY_SIZE = (1920, 1080)
 
 
@@ -64,7 +60,6 @@ class Setup:
     source_item: int | None = None
     controls: dict[int, str] = field(default_factory=dict)  # scene item id -> control name
     overlay_urls: dict[str, str] = field(default_factory=dict)  # pages OBS could not add itself
-    browser_source: bool = True
     version: dict[str, Any] = field(default_factory=dict)
 
     def say(self, line: str) -> None:
@@ -155,7 +150,6 @@ def set_up(requests: Requests, config: ObsConfig, obs_input: str, overlay_pages:
             except ObsRequestError as error:
                 if error.code != INVALID_INPUT_KIND:
                     raise
-                report.browser_source = False
                 report.overlay_urls = dict(overlay_pages)
                 report.say("this OBS has no Browser Source (Debian's build has none): add the overlays where "
                            "you have one: " + ", ".join(overlay_pages.values()))
