@@ -12,6 +12,7 @@ from . import catalog
 from .backend import BACKENDS, Backend, make_backend
 from .bus import Bus, Item, Subscription
 from .engine import ENGINE_SOURCE, Engine, EngineConfig, EngineStats
+from .process import EngineProcess
 from .errors import BackendError, BusClosed, EngineError, EngineStopped, Locked, Refused, StoreError
 from .events import (
     ACTION_TYPES, Act, Action, CameraMove, DirectionEvent, Freeze, Lock, Move, Name, Recolor, Remove, Rename, Reset,
@@ -30,8 +31,8 @@ from .store import Branch, Store, Take
 __all__ = [
     "ACTION_TYPES", "Act", "Action", "BACKENDS", "Backend", "BackendError", "BackendSwitched", "Branch", "Bus",
     "BusClosed", "CameraMove", "DirectionEvent", "ENGINE_SOURCE", "Engine", "EngineConfig", "EngineError",
-    "EngineStats", "EngineStopped", "EventApplied", "EventRefused", "Frame", "FrameSource", "Freeze",
-    "FrozenChanged", "Gap", "Item", "Lock", "LockChanged", "Locked", "Message", "Move", "Name", "Outcome",
+    "EngineProcess", "EngineStats", "EngineStopped", "EventApplied", "EventRefused", "Frame", "FrameSource",
+    "Freeze", "FrozenChanged", "Gap", "Item", "Lock", "LockChanged", "Locked", "Message", "Move", "Name", "Outcome",
     "Recolor", "Refused", "Remove", "Rename", "Reset", "Role", "RoleName", "Say", "SceneSpec", "SetScene",
     "SetTime", "SetWeather", "Source", "Spawn", "Stage", "Store", "StoreError", "StoreFailed", "Subscription",
     "Take", "TakeRestored", "TakeSaved", "TrainConfig", "Unfreeze", "Unlock", "Wear", "catalog", "make_backend",

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
-from engine import Branch, DirectionEvent, Engine, EngineConfig, Frame, Role, Source, Subscription, Take
+from engine import Branch, DirectionEvent, Engine, EngineConfig, EngineProcess, Frame, Role, Source, Subscription, Take
 
 from . import metrics
 from .chat import ChatMessage, ChatResult, ChatSource
@@ -59,7 +59,7 @@ class App:
         self.config = config
         self.token = config.server.token or secrets.token_urlsafe(24)
         self.token_generated = config.server.token is None
-        self.engine = Engine(engine_config(config))
+        self.engine: Engine | EngineProcess = (EngineProcess if config.engine.process else Engine)(engine_config(config))
         self.director = Director(config, self.engine)
         # With OBS, the world always goes out as MPEG-TS, to where OBS can read it.
         self.obs_stream = stream_urls(config.obs, config.outputs.mpegts.url) if config.obs is not None else None

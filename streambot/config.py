@@ -116,6 +116,14 @@ class ChatConfig(_Section):
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
 
 
+class EngineSection(_Section):
+    # The frame loop, the store and the backend in a process of their own, so the
+    # bot's chat, HTTP and stream readers never hold the interpreter lock frames
+    # need; a dead engine process is restarted with the world as it was saved.
+    # Off: all in one process (a debugger, a platform without processes).
+    process: bool = True
+
+
 class StageConfig(_Section):
     # At most this many characters on stage at once; a spawn onto a full stage
     # walks the longest-idle unlocked character off into the wings, from where
@@ -172,6 +180,7 @@ class Config(_Section):
     chat: ChatConfig = Field(default_factory=ChatConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     stage: StageConfig = Field(default_factory=StageConfig)
+    engine: EngineSection = Field(default_factory=EngineSection)
     # The file overrides only what it names: ``spawn: {user_cooldown: 5}`` keeps
     # spawn's default aliases and role.
     commands: CommandTable = Field(default_factory=lambda: dict(DEFAULT_COMMANDS))
