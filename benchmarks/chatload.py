@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 from engine import Role
 from streambot.app import App
@@ -48,16 +49,43 @@ def flood_arguments(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def frame_counts(app: App) -> tuple[int, int, int]:
-    """Frames published, late and skipped so far: the start of a measured stretch."""
-    stats = app.engine.stats()
-    return stats.frames, stats.late, stats.dropped
+@dataclass(frozen=True)
+class OnTime:
+    """Frames of one stretch as the outputs saw them: ``due`` frames (one per tick,
+    so a skipped tick is a frame not on time), how many arrived in the bot's frame
+    source within one interval of their due time, and how late the late ones were."""
+
+    due: int
+    arrived: int
+    late: int
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def share(self) -> float:
+        return (self.arrived - self.late) / self.due if self.due else 0.0
+
+    def line(self) -> str:
+        return (f"{self.share * 100:6.2f} % on time ({self.due} due, {self.due - self.arrived} never arrived, "
+                f"{self.late} late; lateness p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms)")
 
 
-def frames_on_time(app: App, since: tuple[int, int, int]) -> tuple[int, int, int, float]:
-    """Frames, late frames and skipped ticks since ``since``, and the share on time:
-    a skipped tick is a frame that was due and not on time."""
-    now = frame_counts(app)
-    frames, late, skipped = (a - b for a, b in zip(now, since))
-    due = frames + skipped
-    return frames, late, skipped, (frames - late) / due if due else 0.0
+def frame_mark(app: App) -> int:
+    """The tick of the newest frame that arrived: the start of a measured stretch."""
+    arrivals = app.engine.frames.arrivals
+    return arrivals[-1].tick if arrivals else 0
+
+
+def frames_on_time(app: App, since: int) -> OnTime:
+    """Frames due after tick ``since`` and how they arrived where the outputs take
+    them (``FrameSource.arrivals``, stamped when each frame was published there:
+    for the engine process, after the frame crossed into the bot)."""
+    interval = 1.0 / app.config.video.fps
+    stretch = [a for a in list(app.engine.frames.arrivals) if a.tick > since and a.due is not None]
+    if not stretch:
+        return OnTime(0, 0, 0, 0.0, 0.0)
+    lateness = sorted(max(0.0, a.at - a.due) for a in stretch)
+    late = sum(1 for x in lateness if x > interval)
+    p99 = lateness[min(len(lateness) - 1, int(0.99 * len(lateness)))]
+    return OnTime(due=stretch[-1].tick - since, arrived=len(stretch), late=late, p99_ms=p99 * 1000,
+                  max_ms=lateness[-1] * 1000)

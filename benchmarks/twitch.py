@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.chatload import LINES, VIEWERS, flood_arguments, frame_counts, frames_on_time  # noqa: E402
+from benchmarks.chatload import LINES, VIEWERS, flood_arguments, frame_mark, frames_on_time  # noqa: E402
 from streambot.app import App  # noqa: E402
 from streambot.config import parse_config  # noqa: E402
 
@@ -93,12 +93,12 @@ async def main(args: argparse.Namespace) -> None:
                 assert app.twitch is not None
                 await asyncio.sleep(2.0)  # warm up: first renders fill caches
 
-                before = frame_counts(app)
+                before = frame_mark(app)
                 await asyncio.sleep(args.seconds)
                 idle = frames_on_time(app, before)
 
                 handled_before = sum(app.collector.chat_lines.values())
-                before = frame_counts(app)
+                before = frame_mark(app)
                 started = time.monotonic()
                 report = await asyncio.to_thread(ask, f"{args.rate} {args.seconds}")
                 flood = frames_on_time(app, before)
@@ -113,12 +113,12 @@ async def main(args: argparse.Namespace) -> None:
             server.wait(10)
 
     print(f"Twitch chat over EventSub, {args.width}x{args.height} at {args.fps} fps with MPEG-TS H.264 encoding")
-    for name, (frames, late, dropped, share) in (("idle", idle), ("flood", flood)):
-        print(f"  {name:5}: {frames} frames, {late} late, {dropped} skipped ticks -> {share * 100:.2f} % on time")
+    for name, stretch in (("idle", idle), ("flood", flood)):
+        print(f"  {name:5}: {stretch.line()}")
     print(f"  flood: {report['sent']} lines in {report['seconds']:.1f} s ({report['sent'] / report['seconds']:.0f}/s); "
           f"{handled} handled, {app.twitch.dropped_chat} dropped by the bounded queue, "
           f"{app.twitch.duplicates} duplicates; the last line handled {max(0.0, behind):.1f} s after the flood ended")
-    print(f"  on-time ratio flood / idle: {flood[3] / idle[3] if idle[3] else 0:.3f}")
+    print(f"  on-time ratio flood / idle: {flood.share / idle.share if idle.share else 0:.3f}")
 
 
 if __name__ == "__main__":

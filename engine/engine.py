@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
+
 from . import catalog
 from .backend import Backend, make_backend
 from .bus import Bus, Subscription
-from .device import PRECISION_NAMES
+from .device import PRECISION_NAMES, cpu_threads
 from .errors import EngineStopped, StoreError
 from .events import DirectionEvent, Freeze, Lock, Role, Source, Stage, Unfreeze, Unlock
 from .frames import Frame, FrameSource
@@ -68,6 +70,9 @@ class EngineConfig:
     snapshot_seconds: float = 30.0
     max_on_stage: int = catalog.MAX_ENTITIES
     max_in_wings: int = catalog.MAX_WINGS
+    # torch's CPU threads; None: half the cores in the engine process, and torch's
+    # own choice when the engine runs inside a process that is not its own.
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ class Engine:
         Returns once the first frame is out. The world is the one the store
         holds: a restart continues where the last run stopped."""
         config = self.config
+        if config.threads is not None:
+            torch.set_num_threads(cpu_threads(config.threads))
         self._store = await asyncio.to_thread(Store.open, config.store, config.scene, config.fps)
         world = await asyncio.to_thread(self._store.restore)
         self._journal = Journal(self._store, config.snapshot_seconds, on_failure=self._journal_failed)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -74,17 +76,38 @@ def planar_to_i420(planar: torch.Tensor) -> np.ndarray:
     return frame.reformat(format="yuv420p").to_ndarray()
 
 
+class Arrival(NamedTuple):
+    """When a frame reached a ``FrameSource``: the moment outputs could take it."""
+
+    seq: int
+    tick: int
+    due: float | None  # when the frame loop meant to publish it (monotonic)
+    published: float  # when the frame loop published it, maybe in another process (monotonic)
+    at: float  # monotonic; ``at - published`` is the hop between the processes
+    events: tuple[str, ...]  # ids of the direction events first visible in it
+
+
+ARRIVALS_KEPT = 8192  # about 4.5 minutes at 30 fps
+
+
 class FrameSource:
-    """Holds the newest frame; thread-safe publisher, thread and asyncio readers."""
+    """Holds the newest frame; thread-safe publisher, thread and asyncio readers.
+
+    ``arrivals`` keeps when each of the newest frames was published here, so a
+    stall or a late frame can be measured where the outputs see it (the engine
+    process's frames cross a process boundary before they get here).
+    """
 
     def __init__(self) -> None:
         self._latest: Frame | None = None
+        self.arrivals: deque[Arrival] = deque(maxlen=ARRIVALS_KEPT)
         self._cond = threading.Condition()
         self._loops: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
 
     def publish(self, frame: Frame) -> None:
         with self._cond:
             self._latest = frame
+            self.arrivals.append(Arrival(frame.seq, frame.tick, frame.due, frame.published, time.monotonic(), frame.events))
             self._cond.notify_all()
             loops = list(self._loops.items())
         for loop, event in loops:

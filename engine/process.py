@@ -53,6 +53,7 @@ import torch
 
 from . import errors
 from .bus import Bus, Subscription
+from .device import cpu_threads
 from .engine import FIRST_FRAME_TIMEOUT, Engine, EngineConfig, EngineStats
 from .errors import EngineError, EngineStopped, Refused, StoreError
 from .events import DirectionEvent
@@ -129,7 +130,6 @@ class EngineProcess:
         self.bus = bus or Bus()
         self.frames = FrameSource()
         self.restarts = 0
-        self.hops: deque[float] = deque(maxlen=1024)  # seconds from the child's publish to the bot's
         self._slot: FrameSlot | None = None
         self._child: _Child | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -430,7 +430,6 @@ class EngineProcess:
             self._frame_seq += 1
             frame = Frame(seq=self._frame_seq, tick=meta["tick"], planar=torch.from_numpy(read.planar),
                           published=meta["published"], due=meta["due"], events=meta["events"], _i420=read.i420)
-            self.hops.append(time.monotonic() - meta["published"])
             self.frames.publish(frame)
 
 
@@ -487,6 +486,7 @@ def _child_main(config: EngineConfig, conn: Connection, notify: Connection, slot
     # the engine stops (after its outputs), so the engine leaves SIGINT to it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     niceness = _raise_priority()
+    torch.set_num_threads(cpu_threads(config.threads))  # the process is the engine's alone
     try:
         asyncio.run(_EngineHost(config, conn, notify, slot_name, niceness).run())
     finally:

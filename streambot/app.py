@@ -14,6 +14,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import sys
 import time
 from collections import deque
 from typing import Any, Iterable
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 FIGURES_PERIOD = 1.0  # seconds between two ``figures`` messages on the stream
 
 
+BOT_SWITCH_INTERVAL = 0.001  # seconds a thread may hold the interpreter lock when another waits
+
+
 def engine_config(config: Config) -> EngineConfig:
     """What the engine needs from the streamer's config."""
     video, store = config.video, config.store
@@ -51,6 +55,7 @@ def engine_config(config: Config) -> EngineConfig:
         backend=video.backend, device=video.device, checkpoint=video.checkpoint, steps=video.steps,
         precision=video.precision, snapshot_seconds=store.snapshot_seconds,
         max_on_stage=config.stage.max_characters, max_in_wings=config.stage.max_in_wings,
+        threads=config.engine.threads,
     )
 
 
@@ -204,6 +209,12 @@ class App:
         return self
 
     async def _start(self) -> None:
+        if self.config.engine.process:
+            # Frames arrive on a thread of their own (the engine process's frame pump)
+            # that must get the interpreter lock while chat is being parsed: at
+            # Python's default 5 ms, 2,000 chat lines/s made the hop's p99 37 ms;
+            # at 1 ms, 18 ms (benchmarks/flood.py).
+            sys.setswitchinterval(BOT_SWITCH_INTERVAL)
         # Live means a first frame exists: outputs and /api/frame.png have something to show.
         await self.engine.start()
         for output in self.outputs:

@@ -25,6 +25,7 @@ Permissions and cooldowns are not checked here: see ``streambot.moderation``.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import unicodedata
@@ -233,6 +234,7 @@ class _Bad(Exception):
 _MAX_MARKS = 2  # combining marks kept per character: enough for any script, not for "zalgo"
 
 
+@functools.lru_cache(maxsize=8192)  # a raid repeats the same lines and names thousands of times
 def clean_line(text: str) -> str:
     """A chat line made safe to parse and to show: NFKC-normalised, without control,
     format (zero-width, bidi) or private-use characters, with at most two combining
@@ -265,7 +267,12 @@ def _echo(word: str) -> str:
 
 
 def _closest(word: str, choices: Any) -> str | None:
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return _closest_of(word, tuple(choices))
+
+
+@functools.lru_cache(maxsize=4096)  # the same typo, pasted by a whole raid, is matched once
+def _closest_of(word: str, choices: tuple[str, ...]) -> str | None:
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return found[0] if found else None
 
 

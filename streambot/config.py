@@ -122,6 +122,9 @@ class EngineSection(_Section):
     # need; a dead engine process is restarted with the world as it was saved.
     # Off: all in one process (a debugger, a platform without processes).
     process: bool = True
+    # torch's CPU threads for rendering; none: half the cores (one on a 2-core machine,
+    # where a second thread made frames slower and took the encoders' core).
+    threads: int | None = Field(default=None, ge=1, le=256)
 
 
 class StageConfig(_Section):
