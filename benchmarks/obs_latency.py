@@ -51,6 +51,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,9 +66,10 @@ from PIL import Image  # noqa: E402
 
 from engine import Frame, FrameSource  # noqa: E402
 from obs_studio import ObsStudio, free_port, obs_available  # noqa: E402
-from streambot.mpegts import MpegTsOutput  # noqa: E402
+from streambot.mpegts import (CLOCK_RATE, MAX_FLUSH_REPEATS, MpegTsOutput, default_flush_repeats,  # noqa: E402
+                              receiver_packets)
 from streambot.obs.setup import media_settings  # noqa: E402
-from streambot.pacing import add_h264_stream  # noqa: E402
+from streambot.pacing import add_h264_stream, close_quietly, encode  # noqa: E402
 
 logging.getLogger("obsws_python").setLevel(logging.ERROR)
 logging.getLogger("streambot").setLevel(logging.ERROR)
@@ -200,16 +202,21 @@ class Publisher:
 # -- sender variants (the product's MpegTsOutput, or a subclass of it) --------------------------
 
 
-class TunedMpegTs(MpegTsOutput):
-    """``MpegTsOutput`` with other muxer options, x264 options or codec; the rest (URL
-    protocol options, pacing, reconnects) is the product's."""
+class LegacyMpegTs(MpegTsOutput):
+    """The sender as shipped before flush repeats, with knobs: frames go out on the
+    output's own ticks at ``fps`` (no flush), pts count emitted frames, and the stream
+    declares ``fps * pts_speed`` (1.1: the "10 % fast timestamps" sender, with its
+    bitrate scaled the same way); other muxer options, x264 options or codec. The rest
+    (URL protocol options, reconnects) is the product's."""
 
     def __init__(self, frames: FrameSource, url: str, fps: int, *, container_options: dict[str, str] | None = None,
                  x264_options: dict[str, str] | None = None, x264_params: str = "", codec: str = "libx264",
                  codec_options: dict[str, str] | None = None, bitrate_kbps: int = 6000,
                  pts_speed: float = 1.0) -> None:
-        super().__init__(frames, url, fps, bitrate_kbps)
+        super().__init__(frames, url, fps, bitrate_kbps, flush_repeats=0)
+        self.clock_rate, self.on_publish = self.fps, False  # PacedOutput's tick pacing, pts in frames
         self.stream_fps = round(fps * pts_speed)  # the rate the stream declares; pts still count emitted frames
+        self.video_kbps = round(bitrate_kbps * pts_speed)  # the same bits per real second
         self.container_options = container_options or {}
         self.x264_options = x264_options or {}
         self.x264_params = x264_params
@@ -220,35 +227,46 @@ class TunedMpegTs(MpegTsOutput):
         self._container = av.open(self._target, mode="w", format="mpegts",
                                   container_options={"flush_packets": "1", "omit_video_pes_length": "0",
                                                      **self.container_options})
+        kbps = self.video_kbps
         if self.codec == "libx264":
-            options = {"tune": "zerolatency", "maxrate": f"{self.bitrate_kbps}k",
-                       "bufsize": f"{max(self.bitrate_kbps // 2, 1)}k", **self.x264_options}
+            options = {"tune": "zerolatency", "maxrate": f"{kbps}k", "bufsize": f"{max(kbps // 2, 1)}k",
+                       **self.x264_options}
             if self.x264_params:
                 options["x264-params"] = ("colormatrix=smpte170m:colorprim=smpte170m:transfer=smpte170m:"
                                           + self.x264_params)
             self._stream = add_h264_stream(self._container, frame.width, frame.height, self.stream_fps,
-                                           bitrate_kbps=self.bitrate_kbps, preset="ultrafast", gop=self.gop,
-                                           options=options)
+                                           bitrate_kbps=kbps, preset="ultrafast", gop=self.gop, options=options)
         else:
-            from fractions import Fraction
-
             stream = self._container.add_stream(self.codec, rate=self.stream_fps,
                                                 options={"g": str(self.gop), **self.codec_options})
             stream.width, stream.height = frame.width, frame.height
             stream.pix_fmt = "yuv420p"
-            stream.bit_rate = self.bitrate_kbps * 1000
+            stream.bit_rate = kbps * 1000
             stream.codec_context.time_base = Fraction(1, self.stream_fps)
             self._stream = stream
         self._container.start_encoding()
         self.connected = True
 
+    def _emit(self, frame: Frame, pts: int) -> None:
+        for packet in encode(self._stream, frame, pts):
+            self._container.mux(packet)
+        self.frames_sent += 1
 
-class FlushingMpegTs(TunedMpegTs):
-    """Emits each new frame as soon as it is published (no pacing wait) and follows it at
-    once with ``repeats`` copies of itself, so a receiver that holds back N <= repeats
-    packets (FFmpeg's H.264 parser: 1, its frame-threaded decoder: threads - 1) outputs
-    the new frame now. The stream's time base is 1/(fps * (repeats + 1)) (times
-    ``pts_speed``); with no new frame, the last one is sent again once every 1/fps s."""
+    def _close(self) -> None:
+        container, stream, self._container, self._stream = self._container, self._stream, None, None
+        try:
+            for packet in encode(stream, None):
+                container.mux(packet)
+        except (OSError, av.FFmpegError, ValueError):
+            pass
+        close_quietly(container)
+
+
+class FlushingMpegTs(LegacyMpegTs):
+    """The earlier experiment: emits each new frame as soon as it is published and
+    follows it at once with ``repeats`` x264-encoded copies of itself. The stream's time
+    base is 1/(fps * (repeats + 1)) (times ``pts_speed``); with no new frame, the last
+    one is sent again once every 1/fps s."""
 
     def __init__(self, frames: FrameSource, url: str, fps: int, *, repeats: int = 2, **kwargs) -> None:
         self.repeats = repeats
@@ -277,6 +295,23 @@ class FlushingMpegTs(TunedMpegTs):
         return None
 
 
+class X264RepeatsMpegTs(MpegTsOutput):
+    """The shipped sender with x264 encoding each repeat (the same frame again)
+    instead of a skip frame: what skip frames save."""
+
+    def _emit(self, frame: Frame, pts: int) -> None:
+        self._last_frame = frame
+        super()._emit(frame, pts)
+
+    def _repeat(self, pts: int) -> None:
+        for packet in encode(self._stream, self._last_frame, pts):
+            self._container.mux(packet)
+        self.repeats_sent += 1
+
+
+SENDERS = {"legacy": LegacyMpegTs, "flushing": FlushingMpegTs, "x264-repeats": X264RepeatsMpegTs}
+
+
 # -- variants -----------------------------------------------------------------------------------
 
 
@@ -286,26 +321,24 @@ class Variant:
     what: str
     transport: str = "udp"  # or "tcp"
     ffmpeg_options: str | None = None  # the Media Source's ``ffmpeg_options`` setting
-    sender_fps: int | None = None  # MpegTsOutput's fps (None: the stream fps)
+    sender_fps: int | None = None  # the sender's fps (None: the stream fps)
     canvas_fps: int | None = None  # OBS's FPSCommon (None: the stream fps)
-    sender: dict = field(default_factory=dict)  # TunedMpegTs / FlushingMpegTs arguments
-    flushing: bool = False
+    kind: str = "shipped"  # "shipped" (MpegTsOutput as the product makes it) or a SENDERS key
+    sender: dict = field(default_factory=dict)  # the sender's keyword arguments
+    join_after_s: float = 0.0  # the sender runs this long before OBS's Media Source is created
     pin_obs_one_cpu: bool = False  # diagnostic: OBS's decoder opened with 1 CPU visible (no frame threads)
 
     def make_sender(self, frames: FrameSource, url: str, fps: int) -> MpegTsOutput:
-        if self.flushing:
-            return FlushingMpegTs(frames, url, fps, **self.sender)
-        if self.sender:
-            return TunedMpegTs(frames, url, self.sender_fps or fps, **self.sender)
-        return MpegTsOutput(frames, url, self.sender_fps or fps)  # the product's sender, as it is
+        if self.kind == "shipped":
+            return MpegTsOutput(frames, url, self.sender_fps or fps, **self.sender)  # as streambot/app.py does
+        return SENDERS[self.kind](frames, url, self.sender_fps or fps, **self.sender)
 
 
 def decoder_packets() -> int:
-    """Packets OBS's Media Source holds an H.264 frame for, when OBS runs on this machine: one in
-    FFmpeg's H.264 parser (a frame ends where the next begins) plus FFmpeg's frame-threaded
-    decoder's thread count - 1 (OBS opens the decoder with threads=auto: min(CPUs + 1, 16))."""
-    cpus = len(os.sched_getaffinity(0))
-    return min(cpus + 1, 16) if cpus > 1 else 1
+    """Packets OBS's Media Source holds an H.264 frame for, when OBS runs on this machine
+    (``streambot.mpegts.receiver_packets``: FFmpeg's H.264 parser holds one, its
+    frame-threaded decoder threads - 1, and OBS lets FFmpeg pick min(CPUs + 1, 16) threads)."""
+    return receiver_packets(os.cpu_count() or 1)
 
 
 def variants(fps: int) -> list[Variant]:
@@ -314,47 +347,65 @@ def variants(fps: int) -> list[Variant]:
     mpeg4 = {"codec": "mpeg4", "bitrate_kbps": 15000}
     x264_mux = {"x264_params": "threads=1:sliced-threads=0:rc-lookahead=0:sync-lookahead=0",
                 "container_options": {"muxdelay": "0", "muxpreload": "0"}}
+    shipped = default_flush_repeats()
     return [
-        Variant("udp", "UDP, the product's sender and Media Source settings (baseline)"),
-        Variant("udp-ffopts", f"UDP + Media Source ffmpeg_options '{LOW_DELAY_FFMPEG_OPTIONS}'",
-                ffmpeg_options=LOW_DELAY_FFMPEG_OPTIONS),
-        Variant("tcp", "TCP (OBS listens, the sender connects)", transport="tcp"),
-        Variant("fastpts", "UDP, timestamps 10% fast: the stream declares fps * 1.1, frames still sent at fps",
-                sender=fast),
-        Variant(f"fastpts{fps * 2}", f"UDP, sent at {fps * 2} fps (each frame twice), timestamps 10% fast",
-                sender_fps=fps * 2, sender=fast),
-        Variant(f"flush{n}-fast", f"UDP, each new frame sent at once + {n} repeats right behind it "
-                f"({n} = packets OBS holds here), timestamps 10% fast", flushing=True,
-                sender={"repeats": n, **fast}),
+        Variant("shipped", f"UDP, the product's sender as shipped: each new frame at once + {shipped} skip frames, "
+                "timestamps 10% slow (low_latency)"),
+        Variant("shipped-tcp", "TCP (OBS listens, the sender connects), the product's sender as shipped",
+                transport="tcp"),
+        Variant("shipped-join", "UDP, the product's sender as shipped, running 3 s before OBS's source opens "
+                "(OBS joins a stream in progress)", join_after_s=3.0),
+        Variant("before", "UDP, the sender shipped before: frames on its own 1/fps ticks, timestamps 10% fast "
+                "(declares fps * 1.1)", kind="legacy", sender=fast),
+        Variant("before-tcp", "TCP, the sender shipped before", transport="tcp", kind="legacy", sender=fast),
+        Variant(f"before{fps * 2}", f"UDP, the sender shipped before at {fps * 2} fps (each frame twice), timestamps "
+                "10% fast", sender_fps=fps * 2, kind="legacy", sender=fast),
+        Variant(f"flush{n}-fast", f"UDP, the earlier experiment: each new frame at once + {n} x264-encoded repeats, "
+                "timestamps 10% fast", kind="flushing", sender={"repeats": n, **fast}),
         # more, for --variants
-        Variant(f"fastpts{fps * 3}", f"UDP, sent at {fps * 3} fps, timestamps 10% fast", sender_fps=fps * 3,
-                sender=fast),
-        Variant(f"flush{n - 1}-fast", f"UDP, each new frame sent at once + {n - 1} repeats, timestamps 10% fast",
-                flushing=True, sender={"repeats": n - 1, **fast}),
-        Variant(f"flush{n}", f"UDP, each new frame sent at once + {n} repeats, true timestamps", flushing=True,
-                sender={"repeats": n}),
+        Variant("true-ts", "UDP, frames on the sender's own 1/fps ticks, true timestamps (before the 10% trick)",
+                kind="legacy"),
+        Variant("udp-ffopts", f"as true-ts + Media Source ffmpeg_options '{LOW_DELAY_FFMPEG_OPTIONS}'",
+                kind="legacy", ffmpeg_options=LOW_DELAY_FFMPEG_OPTIONS),
+        Variant("true-clock", "the shipped sender with low_latency off: timestamps on the wall clock",
+                sender={"low_latency": False}),
+        Variant("shipped-x264", "the shipped sender with x264 encoding each repeat instead of a skip frame",
+                kind="x264-repeats"),
+        Variant("shipped-r16", f"the shipped sender with {MAX_FLUSH_REPEATS} skip frames (more than OBS "
+                "here holds)", sender={"flush_repeats": MAX_FLUSH_REPEATS}),
+        Variant(f"shipped-r{max(n - 1, 0)}", f"the shipped sender with {max(n - 1, 0)} skip frames (one short)",
+                sender={"flush_repeats": max(n - 1, 0)}),
+        Variant("shipped-r0", "the shipped sender with no skip frames (each new frame at once, true timestamps)",
+                sender={"flush_repeats": 0}),
+        Variant(f"before{fps * 3}", f"UDP, the sender shipped before at {fps * 3} fps, timestamps 10% fast",
+                sender_fps=fps * 3, kind="legacy", sender=fast),
+        Variant(f"flush{n - 1}-fast", f"as flush{n}-fast with {n - 1} repeats", kind="flushing",
+                sender={"repeats": n - 1, **fast}),
+        Variant(f"flush{n}", f"as flush{n}-fast with true timestamps", kind="flushing", sender={"repeats": n}),
         Variant(f"flush{n}-fast-x264", f"flush{n}-fast + x264 threads=1:sliced-threads=0:rc-lookahead=0:"
-                "sync-lookahead=0 + mpegts muxdelay=0 muxpreload=0", flushing=True,
+                "sync-lookahead=0 + mpegts muxdelay=0 muxpreload=0", kind="flushing",
                 sender={"repeats": n, **fast, **x264_mux}),
-        Variant(f"flush{n}-fast-c{fps * 2}", f"flush{n}-fast with OBS's canvas at {fps * 2} fps", flushing=True,
+        Variant(f"flush{n}-fast-c{fps * 2}", f"flush{n}-fast with OBS's canvas at {fps * 2} fps", kind="flushing",
                 sender={"repeats": n, **fast}, canvas_fps=fps * 2),
-        Variant(f"send{fps * 2}", f"UDP, sent at {fps * 2} fps, true timestamps", sender_fps=fps * 2),
-        Variant("x264-mux", "UDP, x264 threads=1:sliced-threads=0:rc-lookahead=0:sync-lookahead=0 + mpegts "
-                "muxdelay=0 muxpreload=0", sender=x264_mux),
-        Variant(f"canvas{fps * 2}", f"UDP, OBS canvas at {fps * 2} fps", canvas_fps=fps * 2),
+        Variant(f"send{fps * 2}", f"UDP, frames on the sender's own ticks at {fps * 2} fps, true timestamps",
+                sender_fps=fps * 2, kind="legacy"),
+        Variant("x264-mux", "as true-ts + x264 threads=1:sliced-threads=0:rc-lookahead=0:sync-lookahead=0 + mpegts "
+                "muxdelay=0 muxpreload=0", kind="legacy", sender=x264_mux),
+        Variant(f"canvas{fps * 2}", f"as before, OBS canvas at {fps * 2} fps", canvas_fps=fps * 2, kind="legacy",
+                sender=fast),
         Variant("mpeg4-flush2", "UDP, MPEG-4 part 2 (OBS decodes it single-threaded) at 15 Mbit/s, each new frame "
-                "+ 2 repeats, timestamps 10% fast", flushing=True, sender={"repeats": 2, **mpeg4, **fast}),
-        Variant("mpeg4-flush1", "as mpeg4-flush2 with 1 repeat", flushing=True,
+                "+ 2 repeats, timestamps 10% fast", kind="flushing", sender={"repeats": 2, **mpeg4, **fast}),
+        Variant("mpeg4-flush1", "as mpeg4-flush2 with 1 repeat", kind="flushing",
                 sender={"repeats": 1, **mpeg4, **fast}),
-        Variant("1cpu-fast", "diagnostic: OBS saw 1 CPU while opening its decoder (no frame threads), timestamps "
-                "10% fast", pin_obs_one_cpu=True, sender=fast),
+        Variant("1cpu-fast", "diagnostic: OBS saw 1 CPU while opening its decoder (no frame threads), the sender "
+                "shipped before", pin_obs_one_cpu=True, kind="legacy", sender=fast),
         Variant("1cpu-flush1-fast", "diagnostic: as 1cpu-fast, each new frame sent at once + 1 repeat",
-                pin_obs_one_cpu=True, flushing=True, sender={"repeats": 1, **fast}),
+                pin_obs_one_cpu=True, kind="flushing", sender={"repeats": 1, **fast}),
     ]
 
 
 def default_variants(fps: int) -> str:
-    return f"udp,udp-ffopts,tcp,fastpts,fastpts{fps * 2},flush{decoder_packets()}-fast"
+    return f"shipped,shipped-tcp,shipped-join,true-clock,before,before-tcp,flush{decoder_packets()}-fast"
 
 
 # -- one run --------------------------------------------------------------------------------------
@@ -373,6 +424,7 @@ class RunResult:
     error: str | None = None
     obs_cpu: float | None = None  # OBS's CPU use while measuring, in cores
     own_cpu: float | None = None  # this process's (publisher, sender, poller), in cores
+    sender_cpu: float | None = None  # the sender's thread alone (encode, skip frames, mux, send), in cores
     load: float = 0.0  # the machine's 1-minute load average at the end of the run
     reds: list[tuple[int, int, int]] = field(default_factory=list)  # the red patch as OBS shows it
     published: int = 0  # frames published from the first to the last frame seen while measuring
@@ -386,11 +438,19 @@ def screenshot_rgb(client, source: str, shot: tuple[int, int]) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def process_cpu(pid: int) -> float:
+def process_cpu(pid: int | str) -> float:
     """CPU seconds (user + system) a process used so far."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(native_id: int | None) -> float:
+    """CPU seconds a thread of this process used so far (0 if it is gone)."""
+    try:
+        return process_cpu(f"self/task/{native_id}")
+    except (OSError, TypeError):
+        return 0.0
 
 
 def own_cpu() -> float:
@@ -422,6 +482,10 @@ def run_once(obs: ObsStudio, client, variant: Variant, publisher: Publisher, fra
     all_cpus = os.sched_getaffinity(0)
     if variant.pin_obs_one_cpu:
         set_affinity(obs.pid, {min(all_cpus)})
+    sender = variant.make_sender(frames, send_url, fps)
+    if variant.join_after_s:
+        sender.start()  # UDP goes nowhere until the source opens: OBS joins a stream in progress
+        time.sleep(variant.join_after_s)
     answer = client.send("CreateInput", {"sceneName": SCENE, "inputName": source, "inputKind": "ffmpeg_source",
                                          "inputSettings": settings, "sceneItemEnabled": True}, raw=True)
     client.send("SetSceneItemTransform", {"sceneName": SCENE, "sceneItemId": answer["sceneItemId"],
@@ -429,9 +493,8 @@ def run_once(obs: ObsStudio, client, variant: Variant, publisher: Publisher, fra
                                               "positionX": 0, "positionY": 0, "alignment": 5,
                                               "boundsType": "OBS_BOUNDS_SCALE_INNER", "boundsAlignment": 0,
                                               "boundsWidth": obs.width, "boundsHeight": obs.height}}, raw=True)
-    sender = variant.make_sender(frames, send_url, fps)
     started = time.monotonic()
-    sender.start()
+    sender.start()  # (no-op when it already runs)
     samples: list[tuple[float, float, int | None]] = []
     measure_from = None
     cpu_from = None
@@ -454,11 +517,13 @@ def run_once(obs: ObsStudio, client, variant: Variant, publisher: Publisher, fra
             if t0 < measure_from:
                 continue
             if cpu_from is None:
-                cpu_from = (t0, process_cpu(obs.pid), own_cpu())
+                sender_tid = sender._thread.native_id if sender._thread is not None else None
+                cpu_from = (t0, process_cpu(obs.pid), own_cpu(), thread_cpu(sender_tid))
             if t1 > measure_from + seconds:
                 wall = t1 - cpu_from[0]
                 result.obs_cpu = (process_cpu(obs.pid) - cpu_from[1]) / wall
                 result.own_cpu = (own_cpu() - cpu_from[2]) / wall
+                result.sender_cpu = (thread_cpu(sender_tid) - cpu_from[3]) / wall
                 break
             latest = publisher.latest
             seq = None if code is None else latest - ((latest - code) % 4096)
@@ -517,7 +582,7 @@ def ms(value: float) -> str:
 
 NAME_WIDTH = 18
 HEADER = (f"{'variant':<{NAME_WIDTH}} {'med':>4} {'p95':>4} {'max':>4} {'n':>4}  {'run medians':<15} {'@req':>4}  "
-          f"{'shot rt':<7}  {'first s':<9} {'seen':>4} {'skip':>4} {'OBS':>4} {'own':>4}  {'red seen':<11} unread/back/shots")
+          f"{'shot rt':<7}  {'first s':<9} {'seen':>4} {'skip':>4} {'OBS':>4} {'own':>4} {'send':>4}  {'red seen':<11} unread/back/shots")
 
 
 def report(variant: Variant, runs: list[RunResult]) -> str:
@@ -534,6 +599,7 @@ def report(variant: Variant, runs: list[RunResult]) -> str:
     firsts = [r.first_frame_s for r in runs if r.first_frame_s is not None]
     obs_cpu = statistics.mean(r.obs_cpu for r in good if r.obs_cpu is not None)
     mine = statistics.mean(r.own_cpu for r in good if r.own_cpu is not None)
+    sending = statistics.mean(r.sender_cpu for r in good if r.sender_cpu is not None)
     reds = [c for r in good for c in r.reds]
     published = max(1, sum(r.published for r in good))
     seen = len(lat) / published
@@ -542,7 +608,7 @@ def report(variant: Variant, runs: list[RunResult]) -> str:
     line = (f"{variant.name:<{NAME_WIDTH}} {ms(statistics.median(lat)):>4} {ms(pct(lat, 0.95)):>4} {ms(max(lat)):>4} "
             f"{len(lat):>4}  {'/'.join(ms(m) for m in medians):<15} {ms(statistics.median(req)):>4}  "
             f"{ms(statistics.median(rts)):>3}/{ms(pct(rts, 0.95)):<3}  {min(firsts):4.2f}-{max(firsts):4.2f} "
-            f"{seen:4.0%} {skipped:4.0%} {obs_cpu:4.2f} {mine:4.2f}  {red:<11} "
+            f"{seen:4.0%} {skipped:4.0%} {obs_cpu:4.2f} {mine:4.2f} {sending:4.2f}  {red:<11} "
             f"{sum(r.unreadable for r in good)}/{sum(r.backwards for r in good)}/{sum(r.shots for r in good)}")
     if errors:
         line += f"  ({len(errors)} failed: {errors[0]})"
@@ -556,7 +622,7 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--shot", default="160x90", help="screenshot size")
-    parser.add_argument("--variants", default=None, help="comma-separated names (default: the first six of --list)")
+    parser.add_argument("--variants", default=None, help="comma-separated names (default: the ones --list names last)")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     args = parser.parse_args()
 

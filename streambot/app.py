@@ -89,7 +89,9 @@ class App:
             found.append(WhepServer(frames, max_sessions=outputs.webrtc.max_viewers))
         if outputs.mpegts.enabled or self.obs_stream is not None:
             url = self.obs_stream[0] if self.obs_stream is not None else outputs.mpegts.url
-            found.append(MpegTsOutput(frames, url, video.fps, outputs.mpegts.bitrate_kbps))
+            found.append(MpegTsOutput(frames, url, video.fps, outputs.mpegts.bitrate_kbps,
+                                        flush_repeats=outputs.mpegts.flush_repeats,
+                                        low_latency=outputs.mpegts.low_latency))
         if outputs.virtual_camera.enabled:
             camera = outputs.virtual_camera
             found.append(VirtualCameraOutput(frames, video.fps, device=camera.device, backend=camera.backend))

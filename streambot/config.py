@@ -66,6 +66,12 @@ class MpegTsConfig(_Section):
     enabled: bool = False
     url: str = "udp://127.0.0.1:9000"
     bitrate_kbps: int = Field(default=6000, ge=100, le=100_000)
+    # Skip frames sent right behind each frame, so OBS shows it without waiting for
+    # the next ones; None: as many as OBS holds back (its CPUs + 1 when it runs here, else 16).
+    flush_repeats: int | None = Field(default=None, ge=0, le=16)
+    # Timestamps 10 % slow, so OBS shows each frame once decoded; off for a player
+    # that buffers by timestamps (VLC, ffplay), which would fall behind.
+    low_latency: bool = True
 
     @field_validator("url")
     @classmethod

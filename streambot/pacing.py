@@ -3,7 +3,9 @@
 An output that encodes video (MPEG-TS, the recorder) runs on its own named daemon
 thread and pulls frames from the ``FrameSource`` at its own frame rate: it takes
 the newest frame, repeats the last one when the frame loop is late and skips the
-ones it was too slow to take. It never pushes back on the loop.
+ones it was too slow to take. It never pushes back on the loop. An output that
+wants low latency (MPEG-TS into OBS) may instead take each new frame the moment
+it is published, and follow it with cheap flush packets (``flush_repeats``).
 
 ``PacedOutput`` owns that thread, the pacing and the retry-with-backoff after a
 failure; a subclass only opens a *session* (a connection, a file), emits frames
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
+STOP_POLL_S = 0.1  # how long a thread waiting for a frame may take to notice stop()
 
 
 class PacedOutput:
@@ -43,18 +46,30 @@ class PacedOutput:
     a half-opened one), and may override ``_session_over(frame)`` to start a new
     session before ``frame`` (by default when the frame size changes).
 
-    ``pts`` counts in units of ``1 / fps`` from the session's first frame and follows
-    the wall clock, so a late thread leaves gaps instead of drifting behind real
-    time. Any exception from a hook ends the session; it is logged on one line,
-    kept in ``last_error`` and counted in ``failures``, and a new session starts
-    after an exponential backoff, until ``stop()``.
+    ``pts`` counts in units of ``1 / clock_rate`` (default ``1 / fps``) from the
+    session's first frame, is strictly increasing and follows the wall clock: a
+    late thread leaves gaps instead of drifting behind real time, and no burst of
+    packets runs ahead of it. Any exception from a hook ends the session; it is
+    logged on one line, kept in ``last_error`` and counted in ``failures``, and a
+    new session starts after an exponential backoff, until ``stop()``.
+
+    With ``on_publish`` a new frame is emitted as soon as the frame loop publishes
+    it (not at the output's next tick); the last one is repeated only when no new
+    frame came for 1.5 intervals, then once an interval. With ``flush_repeats``
+    = N, each new frame is followed at once by N calls of ``_repeat(pts)`` (the
+    subclass sends something cheap that pushes the frame out of a receiver that
+    holds packets back), one clock unit apart.
     """
 
-    def __init__(self, frames: FrameSource, fps: int, *, label: str, thread_name: str) -> None:
+    def __init__(self, frames: FrameSource, fps: int, *, label: str, thread_name: str,
+                 clock_rate: int | None = None, on_publish: bool = False, flush_repeats: int = 0) -> None:
         self.frames = frames
         self.fps = int(fps)
         self.label = label  # how log lines name this output
         self.thread_name = thread_name
+        self.clock_rate = int(clock_rate or fps)  # pts units per second
+        self.on_publish = on_publish
+        self.flush_repeats = int(flush_repeats)
 
         self.failures = 0
         self.last_error: str | None = None
@@ -112,6 +127,10 @@ class PacedOutput:
         raise NotImplementedError
 
     def _abort(self) -> None:
+        raise NotImplementedError
+
+    def _repeat(self, pts: int) -> None:
+        """A flush packet right behind the new frame last emitted (``flush_repeats``)."""
         raise NotImplementedError
 
     def _session_over(self, frame: Frame, size: tuple[int, int]) -> bool:
@@ -183,6 +202,7 @@ class PacedOutput:
         start = time.monotonic()
         due = start
         last_pts = -1
+        last_seq: int | None = None
         while not self._stop.is_set():
             newest = self.frames.latest()
             if newest is not None and newest.seq > frame.seq:
@@ -190,15 +210,37 @@ class PacedOutput:
             if last_pts >= 0 and self._session_over(frame, size):
                 return frame
             now = time.monotonic()
-            pts = max(round((now - start) * self.fps), last_pts + 1)  # wall-clock pts: real-time even when late
+            pts = max(round((now - start) * self.clock_rate), last_pts + 1)  # wall-clock pts: real-time even when late
             self._emit(frame, pts)
             last_pts = pts
+            fresh = frame.seq != last_seq
+            if fresh:
+                for _ in range(self.flush_repeats):
+                    last_pts += 1
+                    self._repeat(last_pts)
+            last_seq = frame.seq
             self._emitted_this_attempt += 1
+            if self.on_publish:
+                # A fresh frame gets half an interval of grace, so one the loop publishes
+                # a little late goes out at once instead of behind a repeat's encode.
+                due = (now if fresh else due) + (1.5 if fresh else 1.0) * period
+                if due < time.monotonic() - period:
+                    due = time.monotonic()
+                self._wait_for_newer(frame.seq, due)
+                continue
             due += period
             if due < time.monotonic() - period:
                 due = time.monotonic()  # fell behind: drop the backlog instead of bursting
             self._stop.wait(max(due - time.monotonic(), 0.0))
         return None
+
+    def _wait_for_newer(self, seq: int, until: float) -> None:
+        """Returns when a frame newer than ``seq`` is published, at ``until`` (monotonic)
+        or soon after ``stop()``, whichever comes first."""
+        while not self._stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0 or self.frames.wait_newer(seq, timeout=min(left, STOP_POLL_S)) is not None:
+                return
 
 
 # -- H.264 shared by the encoding outputs ---------------------------------------------------
@@ -214,9 +256,10 @@ def add_h264_stream(
     preset: str,
     gop: int | None = None,
     options: dict[str, str] | None = None,
+    time_base: Fraction | None = None,
 ) -> av.VideoStream:
     """A libx264 yuv420p stream with a keyframe every ``gop`` frames (default: each
-    second) and a time base of one frame, for ``encode`` below."""
+    second) and a time base of one frame (or ``time_base``), for ``encode`` below."""
     stream = container.add_stream(
         "libx264",
         rate=fps,
@@ -228,7 +271,7 @@ def add_h264_stream(
     stream.width, stream.height = width, height
     stream.pix_fmt = "yuv420p"
     stream.bit_rate = bitrate_kbps * 1000
-    stream.codec_context.time_base = Fraction(1, fps)
+    stream.codec_context.time_base = time_base or Fraction(1, fps)
     return stream
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
+from fractions import Fraction
 
 import av
+import numpy as np
 import pytest
 import torch
 
 from conftest import Publisher, wait_for
 from engine.frames import Frame, FrameSource
 from streambot.errors import OutputError
-from streambot.mpegts import MpegTsOutput
+from streambot.mpegts import CLOCK_RATE, MpegTsOutput, SkipFrames
+from streambot.pacing import add_h264_stream, encode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,6 +49,7 @@ class Receiver:
         self.url = url
         self.open_options = {"probesize": "32768", "analyzeduration": "0", **open_options}
         self.samples: list[tuple[tuple[int, int], float, float]] = []
+        self.times: list[tuple[float, float]] = []  # (monotonic when decoded, the frame's timestamp in s)
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="test-receiver", daemon=True)
@@ -64,6 +69,7 @@ class Receiver:
             with av.open(self.url, format="mpegts", options=self.open_options) as container:
                 for video in container.decode(video=0):
                     image = video.to_ndarray(format="rgb24")
+                    self.times.append((time.monotonic(), float(video.time or 0.0)))
                     self.samples.append(
                         (
                             (video.width, video.height),
@@ -106,7 +112,9 @@ def test_udp_stream_decodes_and_tracks_the_published_frames():
             stopped_in = time.monotonic() - began
         assert stopped_in < 1.0, f"stop() took {stopped_in:.2f} s"
         assert not output.running and not output.connected
-        assert output.frames_sent >= len(receiver.samples) > 10
+        # Each frame is followed by skip frames that the receiver decodes as pictures too.
+        assert output.frames_sent + output.repeats_sent >= len(receiver.samples) > 10
+        assert output.repeats_sent > 0
         assert output.reconnects == 0
 
 
@@ -129,6 +137,30 @@ def test_output_repeats_the_last_frame_at_its_own_rate():
     finally:
         receiver.stop()
         output.stop()
+
+
+@pytest.mark.parametrize("low_latency, speed", [(True, 1 / 1.1), (False, 1.0)])
+def test_timestamps_follow_the_wall_clock_or_run_slow_for_obs(low_latency, speed):
+    """OBS shows a frame as soon as it is decoded only while the stream runs behind its
+    own timestamps: with low_latency they advance 10 % slower than the wall clock."""
+    frames = FrameSource()
+    port = free_port(socket.SOCK_DGRAM)
+    with Publisher(frames, Brightness()):
+        receiver = Receiver(f"udp://127.0.0.1:{port}?timeout=5000000").start()
+        time.sleep(0.2)
+        output = MpegTsOutput(frames, f"udp://127.0.0.1:{port}", fps=30, low_latency=low_latency)
+        output.start()
+        try:
+            wait_for(lambda: len(receiver.times) >= 5 or receiver.error, 10, "the first decoded frames")
+            time.sleep(1.0)  # past the burst of the first frames, decoded as soon as the stream was probed
+            first = receiver.times[-1]
+            time.sleep(2.5)
+            last = receiver.times[-1]
+        finally:
+            receiver.stop()
+            output.stop()
+    measured = (last[1] - first[1]) / (last[0] - first[0])
+    assert abs(measured - speed) < 0.04, f"timestamps ran at {measured:.3f} of the wall clock, expected {speed:.3f}"
 
 
 def test_tcp_output_retries_until_a_listener_appears_and_after_it_leaves():
@@ -183,3 +215,73 @@ def test_bad_settings_fail_loudly():
         MpegTsOutput(FrameSource(), "rtmp://example/live", fps=30)
     with pytest.raises(OutputError, match="fps"):
         MpegTsOutput(FrameSource(), "udp://127.0.0.1:9000", fps=0)
+
+
+def moving_picture(seq: int) -> torch.Tensor:
+    """A picture that changes every frame (a bar sweeping across a gradient), so a
+    decoder that mixed up reference frames would show it."""
+    planar = torch.zeros((3, HEIGHT, WIDTH), dtype=torch.uint8)
+    planar[0] = torch.arange(WIDTH, dtype=torch.uint8).expand(HEIGHT, WIDTH)
+    x = (seq * 7) % (WIDTH - 20)
+    planar[1, :, x : x + 20] = 230
+    planar[2] = (seq * 3) % 256
+    return planar
+
+
+def test_skip_frames_repeat_the_last_picture_exactly_across_frame_num_wraps():
+    """x264's packets renumbered around skip frames decode without a hitch in FFmpeg's
+    own H.264 decoder: each skip frame shows exactly the picture before it, each real
+    frame shows what was encoded, over several keyframes and frame_num wraps."""
+    container = av.open(io.BytesIO(), mode="w", format="mpegts")
+    stream = add_h264_stream(container, WIDTH, HEIGHT, 30, bitrate_kbps=4000, preset="ultrafast", gop=30,
+                             options={"tune": "zerolatency"}, time_base=Fraction(1, CLOCK_RATE))
+    skips = SkipFrames()
+    decoder = av.CodecContext.create("h264", "r")
+    decoded: list[np.ndarray] = []
+    kinds: list[str] = []  # what was sent, in order: "frame" or "skip"
+    sources: list[np.ndarray] = []
+
+    def decode(packet) -> None:
+        for video in decoder.decode(av.Packet(bytes(packet))):
+            decoded.append(video.to_ndarray(format="rgb24"))
+
+    repeats, count, pts = 3, 100, 0
+    for seq in range(count):
+        frame = Frame(seq=seq, tick=seq, planar=moving_picture(seq))
+        for packet in encode(stream, frame, pts):
+            decode(skips.renumber(packet, stream))
+        kinds.append("frame")
+        sources.append(frame.planar.permute(1, 2, 0).numpy())
+        for _ in range(repeats):
+            pts += 1
+            skip = skips.skip_frame(stream, pts)
+            assert skip is not None and len(bytes(skip)) < 40
+            decode(skip)
+            kinds.append("skip")
+        pts += CLOCK_RATE // 30
+    for packet in decoder.decode(None):
+        decoded.append(packet.to_ndarray(format="rgb24"))
+
+    (sps,) = skips._sps.values()
+    assert count * (repeats + 1) > 2 * sps.max_frame_num, "the test should wrap frame_num within a GOP"
+    assert len(decoded) == len(kinds) == count * (repeats + 1)
+    real = 0
+    for i, (kind, picture) in enumerate(zip(kinds, decoded)):
+        if kind == "skip":
+            assert np.array_equal(picture, decoded[i - 1]), f"skip frame {i} is not the picture before it"
+        else:
+            error = np.abs(picture.astype(int) - sources[real].astype(int)).mean()
+            assert error < 6, f"frame {real} decoded {error:.1f} levels away from what was encoded"
+            real += 1
+
+
+def test_skip_frames_refuse_a_stream_they_cannot_join():
+    container = av.open(io.BytesIO(), mode="w", format="mpegts")
+    stream = add_h264_stream(container, WIDTH, HEIGHT, 30, bitrate_kbps=2000, preset="fast", gop=30)  # CABAC, B-frames
+    skips = SkipFrames()
+    with pytest.raises(OutputError, match="skip frames"):
+        for seq in range(60):
+            for packet in encode(stream, Frame(seq=seq, tick=seq, planar=moving_picture(seq)), seq):
+                skips.renumber(packet, stream)
+        for packet in encode(stream, None):  # x264's lookahead holds the first frames back
+            skips.renumber(packet, stream)
