@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/flood.py
+	$(PY) benchmarks/restart.py
 	$(PY) benchmarks/twitch.py
 	$(PY) benchmarks/obs_latency.py
 	$(PY) benchmarks/stream.py

@@ -10,10 +10,11 @@ this runs per frame once the poses of a scene have been seen.
 
 from __future__ import annotations
 
+
 import math
 import random
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -59,17 +60,22 @@ class Sprite:
     ax: int
     ay: int
 
-    @property
+    @cached_property
     def h(self) -> int:
         return int(self.prem.shape[1])
 
-    @property
+    @cached_property
     def w(self) -> int:
         return int(self.prem.shape[2])
 
     @property
     def nbytes(self) -> int:
         return self.w * self.h * 5 * 4
+
+    @cached_property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``prem``, ``inv`` and ``alpha`` as NumPy views (CPU sprites only), for ``blit``."""
+        return self.prem.numpy(), self.inv.numpy(), self.alpha.numpy()
 
 
 def sprite_from_image(img: Image.Image, ax: float, ay: float, device: torch.device, opacity: float = 1.0) -> Sprite:
@@ -113,6 +119,9 @@ def blit(
     if cx0 >= cx1 or cy0 >= cy1:
         return
     sy, sx = slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0)
+    if frame.device.type == "cpu":
+        _blit_cpu(frame.numpy()[:, cy0:cy1, cx0:cx1], sp, sy, sx, tint, fog)
+        return
     region = frame[:, cy0:cy1, cx0:cx1]
     acc = region.float()
     acc.mul_(sp.inv[:, sy, sx])
@@ -123,6 +132,20 @@ def blit(
     if fog is not None:
         acc.addcmul_(sp.alpha[:, sy, sx], fog)
     region.copy_(acc)
+
+
+def _blit_cpu(region: np.ndarray, sp: Sprite, sy: slice, sx: slice, tint: torch.Tensor | None,
+              fog: torch.Tensor | None) -> None:
+    """``blit``'s blend in NumPy: the same arithmetic, but a sprite's box is small
+    and each torch op costs several microseconds of dispatch, so with 64
+    characters on stage (about 160 blits a frame) NumPy draws in half the time."""
+    prem, inv, alpha = sp.arrays
+    acc = region.astype(np.float32)
+    acc *= inv[:, sy, sx]
+    acc += prem[:, sy, sx] if tint is None else prem[:, sy, sx] * tint.numpy()
+    if fog is not None:
+        acc += alpha[:, sy, sx] * fog.numpy()
+    np.copyto(region, acc, casting="unsafe")  # truncates, as torch's copy_ does (prem carries the +0.5)
 
 
 # -- canvas ------------------------------------------------------------------

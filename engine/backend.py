@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from .errors import BackendError
 from .world import World
+from .yuv import frame_to_host
 
 
 @runtime_checkable
@@ -32,6 +34,18 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def render_for_outputs(backend: Backend, world: World) -> tuple[torch.Tensor, np.ndarray | None]:
+    """What the frame loop publishes: the CPU frame and, when the backend rendered
+    on a GPU, the frame's I420 converted there (``engine.yuv.frame_to_host``).
+
+    A backend that can leave its frame on its device says so with a
+    ``render_on_device(world)`` method (same picture as ``render``, not moved to
+    the CPU); the others are asked for ``render`` as always.
+    """
+    on_device = getattr(backend, "render_on_device", None)
+    return frame_to_host(on_device(world) if on_device is not None else backend.render(world))
 
 
 BACKENDS = ("deterministic", "neural")

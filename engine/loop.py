@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import simulation
-from .backend import Backend
+from .backend import Backend, render_for_outputs
 from .errors import EngineStopped, Refused
 from .events import DirectionEvent
 from .frames import Frame, FrameSource
@@ -243,13 +243,13 @@ class FrameLoop:
 
     def _render(self, applied: list[str], due: float, interval: float, waiting: list[tuple[str, float]]) -> None:
         started = time.monotonic()
-        planar = self.backend.render(self.world)
+        planar, i420 = render_for_outputs(self.backend, self.world)
         finished = time.monotonic()
         self.stats.last_render_seconds = finished - started
         self.stats.render_seconds += finished - started
         self._seq += 1
         frame = Frame(seq=self._seq, tick=self.world.tick, planar=planar, published=finished, due=due,
-                      events=tuple(applied))
+                      events=tuple(applied), _i420=i420)
         self.frames.publish(frame)
         self.stats.frames += 1
         self.stats.published.append(finished)
@@ -279,7 +279,8 @@ class FrameLoop:
         if self.running:
             raise RuntimeError("render_now is for a stopped loop")
         self._seq += 1
-        frame = Frame(seq=self._seq, tick=self.world.tick, planar=self.backend.render(self.world))
+        planar, i420 = render_for_outputs(self.backend, self.world)
+        frame = Frame(seq=self._seq, tick=self.world.tick, planar=planar, _i420=i420)
         self.frames.publish(frame)
         return frame
 
@@ -294,7 +295,8 @@ class FrameLoop:
             applied = [o.event for o in outcomes if o.applied]
             self._note([event.action for event in applied])
             self._seq += 1
-            frame = Frame(seq=self._seq, tick=self.world.tick, planar=self.backend.render(self.world),
+            planar, i420 = render_for_outputs(self.backend, self.world)
+            frame = Frame(seq=self._seq, tick=self.world.tick, planar=planar, _i420=i420,
                           events=tuple(event.id for event in applied))
             frames.append(frame)
         return frames

@@ -112,6 +112,7 @@ class TorchRenderer:
         self.seed = int(seed)
         self._stage = _Stage(self.width, self.height, self.seed, self.device)
         self._sprites = _LRU(cache_mb << 20)
+        self._shades: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._env: dict[str, Any] = {}
         self._bg: torch.Tensor | None = None
         self._bg_key: tuple | None = None
@@ -127,6 +128,7 @@ class TorchRenderer:
         self._sprites = _LRU(self._sprites.budget)
         self._env.clear()
         self._tiles.clear()
+        self._shades.clear()
         self._bg = None
         self._bg_key = None
 
@@ -154,6 +156,12 @@ class TorchRenderer:
     # -- the frame
 
     def render(self, world: World) -> torch.Tensor:
+        frame = self.render_on_device(world)
+        return frame.cpu() if frame.device.type != "cpu" else frame
+
+    def render_on_device(self, world: World) -> torch.Tensor:
+        """``render``, with the frame left on this renderer's device (see
+        ``engine.backend.render_for_outputs``)."""
         key, light = self._lighting(world)
         hz = max(1, world.tick_hz)
         secs = world.tick / hz
@@ -162,14 +170,11 @@ class TorchRenderer:
         frame = self._background(world, light, key, items, view.cam_px, secs).clone()
         tint = light.tint
         ctint = light.char_tint()
-        fog_c = torch.tensor(light.fog_colour, device=self.device).view(3, 1, 1)
+        fog_colour = light.fog_colour
         for it in items:
             if it.static:
                 continue
-            f = fog_veil(light, it.depth)
-            base = tint if it.prop is not None else ctint
-            k = torch.tensor([c * (1 - f) for c in base], device=self.device).view(3, 1, 1)
-            fog = fog_c * f if f > 0 else None
+            k, fog = self._shade(tint if it.prop is not None else ctint, fog_colour, fog_veil(light, it.depth))
             if it.entity is not None:
                 self._draw_shadow(frame, it)
                 if not self.figures:
@@ -183,7 +188,7 @@ class TorchRenderer:
             self._overlays(frame, world, [it for it in items if it.entity is not None])
         if view.jy:
             frame = _shift_rows(frame, view.jy)
-        return frame.cpu() if frame.device.type != "cpu" else frame
+        return frame
 
     def draw_overlays(self, frame: torch.Tensor, world: World) -> None:
         """Draw the text layer (name tags, speech bubbles, Zz) in place onto a
@@ -291,15 +296,31 @@ class TorchRenderer:
             layer.compose(bg, off)
         g = offsets[-1] % (ground.shape[2] - W)
         bg[:, hz:].copy_(ground[:, :, g:g + W])
-        fog_c = torch.tensor(light.fog_colour, device=self.device).view(3, 1, 1)
+        fog_colour = light.fog_colour
         for it in static:
-            f = fog_veil(light, it.depth)
-            k = torch.tensor([c * (1 - f) for c in light.tint], device=self.device).view(3, 1, 1)
-            art.blit(bg, it.sprite, it.x, it.y, k, fog_c * f if f > 0 else None)
+            k, fog = self._shade(light.tint, fog_colour, fog_veil(light, it.depth))
+            art.blit(bg, it.sprite, it.x, it.y, k, fog)
             if it.glow is not None:
                 art.blit(bg, it.glow, it.x, it.y)
         self._bg, self._bg_key = bg, bkey
         return bg
+
+    SHADES_KEPT = 1024
+
+    def _shade(self, tint: tuple[float, ...], fog_colour: tuple[float, ...], f: float
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (3, 1, 1) tint and fog ``blit`` takes for a sprite veiled by fog ``f``.
+        Kept between frames: the light changes slowly and making two small tensors
+        for each of 64 characters cost more than blending some of them."""
+        key = (tint, fog_colour, f)
+        found = self._shades.get(key)
+        if found is None:
+            if len(self._shades) >= self.SHADES_KEPT:
+                self._shades.clear()
+            k = torch.tensor([c * (1 - f) for c in tint], device=self.device).view(3, 1, 1)
+            fog = torch.tensor(fog_colour, device=self.device).view(3, 1, 1) * f if f > 0 else None
+            found = self._shades[key] = (k, fog)
+        return found
 
     def _draw_shadow(self, frame: torch.Tensor, it: _Placed) -> None:
         e = it.entity
@@ -412,7 +433,8 @@ class TorchRenderer:
         in ``placed`` (which it then joins)."""
         for _ in range(8):
             box = (x - sp.ax, y - sp.ay, x - sp.ax + sp.w, y - sp.ay + sp.h)
-            hit = [b for b in placed if _overlap(box, b)]
+            x0, y0, x1, y1 = box
+            hit = [b for b in placed if x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1]  # _overlap, inlined
             if not hit:
                 break
             y = min(b[1] for b in hit) - 1 - (sp.h - sp.ay)

@@ -18,7 +18,7 @@ import torch
 
 from . import simulation
 from .backend import Backend
-from .frames import planar_to_i420
+from .yuv import planar_to_i420
 from .store import Branch, Store
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import pytest
 from engine import (
     DirectionEvent, EngineProcess, EventApplied, Role, SetWeather, Spawn, Store, StoreError, TakeSaved,
 )
-from engine.frames import planar_to_i420
+from engine.yuv import planar_to_i420
 from engine.frameslot import FrameSlot
 from engine.process import _StoreLock
 from engine.scene import SceneSpec

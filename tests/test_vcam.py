@@ -22,7 +22,7 @@ pyvirtualcam = pytest.importorskip("pyvirtualcam")
 
 from conftest import Publisher, wait_for  # noqa: E402
 from engine import FrameSource  # noqa: E402
-from engine.frames import planar_to_i420  # noqa: E402
+from engine.yuv import planar_to_i420  # noqa: E402
 from streambot.vcam import VirtualCameraOutput, install_hint  # noqa: E402
 
 WIDTH, HEIGHT = 64, 36
