@@ -5,12 +5,17 @@
 For each size it renders a busy, moving world (12 characters, 6 props, rain, a
 panning camera), then times, per frame:
 
-* render:  ``TorchRenderer.render`` (caches warmed on the first second first);
-* convert: ``Frame.i420()`` (planar RGB to I420, what every output shares);
+* render:  the frame loop's ``render_for_outputs`` (caches warmed on the first
+           second first); on a GPU (``--device cuda``) this includes the I420
+           made there and both copies to the host;
+* convert: ``Frame.i420()`` for a CPU frame (swscale, once per frame, on the
+           engine process's frame pump, not on the loop); 0 when the GPU made it;
 * encode:  libx264 ultrafast/zerolatency alone, on the same frames pre-converted;
-* full:    render + convert + encode back to back, as the frame loop does.
+* full:    render + convert + encode back to back on one thread.
 
-``full / encode`` compares two numbers measured in the same run, on the same
+``(convert + encode) / encode`` is what the colour conversion adds to the video
+work of a frame, ``full / encode`` what the whole frame costs against its
+encode; both ratios compare numbers measured in the same run, on the same
 machine state; absolute figures move with load. Nothing is asserted.
 ``--frame PATH`` also writes the README picture (a 1280x720 daytime scene).
 """
@@ -32,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from engine.backend import render_for_outputs  # noqa: E402
+from engine.device import cpu_threads  # noqa: E402
 from engine.frames import Frame  # noqa: E402
 from engine.render import TorchRenderer  # noqa: E402
 from engine.world import Entity, Identity, Prop, Speech, World, stable_seed  # noqa: E402
@@ -98,8 +105,8 @@ def encode(codec: av.CodecContext, i420, pts: int) -> int:
     return sum(p.size for p in codec.encode(frame))
 
 
-def measure(width: int, height: int, frames: int) -> dict[str, float]:
-    renderer = TorchRenderer(width, height, device="cpu")
+def measure(width: int, height: int, frames: int, device: str) -> dict[str, float]:
+    renderer = TorchRenderer(width, height, device=device)
     world = busy_world()
     for _ in range(WARM_UP):  # the first second: poses and tags get rasterised once
         renderer.render(world)
@@ -108,9 +115,9 @@ def measure(width: int, height: int, frames: int) -> dict[str, float]:
     render_s, convert_s, yuv = [], [], []
     for i in range(frames):
         t0 = time.perf_counter()
-        planar = renderer.render(world)
+        planar, ready = render_for_outputs(renderer, world)
         t1 = time.perf_counter()
-        i420 = Frame(seq=i, tick=world.tick, planar=planar).i420()
+        i420 = Frame(seq=i, tick=world.tick, planar=planar, _i420=ready).i420()
         t2 = time.perf_counter()
         render_s.append(t1 - t0)
         convert_s.append(t2 - t1)
@@ -133,8 +140,8 @@ def measure(width: int, height: int, frames: int) -> dict[str, float]:
     full_s = []
     for i in range(frames):
         t0 = time.perf_counter()
-        f = Frame(seq=i, tick=world.tick, planar=renderer.render(world))
-        encode(codec, f.i420(), i)
+        planar, ready = render_for_outputs(renderer, world)
+        encode(codec, Frame(seq=i, tick=world.tick, planar=planar, _i420=ready).i420(), i)
         full_s.append(time.perf_counter() - t0)
         advance(world)
     codec.encode(None)
@@ -168,20 +175,23 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--sizes", default="1280x720,1920x1080")
     parser.add_argument("--frame", type=Path, help="also write the README frame (PNG) here")
+    parser.add_argument("--device", default="cpu", help="where the renderer runs: cpu or cuda")
     args = parser.parse_args()
     if args.frame:
         save_frame(args.frame)
+    torch.set_num_threads(cpu_threads())  # as many as the engine process uses
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, PyAV {av.__version__}, "
-          f"{args.frames} frames per size, medians in ms/frame")
-    head = f"{'size':>10} {'render':>7} {'(p95)':>7} {'convert':>8} {'encode':>7} {'full':>7} {'full/enc':>9} " \
-           f"{'max fps':>8} {'kbit/s':>7}"
+          f"render on {args.device}, {args.frames} frames per size, medians in ms/frame")
+    head = f"{'size':>10} {'render':>7} {'(p95)':>7} {'convert':>8} {'encode':>7} {'full':>7} {'conv+enc/enc':>13} " \
+           f"{'full/enc':>9} {'max fps':>8} {'kbit/s':>7}"
     print(head)
     print("-" * len(head))
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.lower().split("x"))
-        r = measure(w, h, args.frames)
+        r = measure(w, h, args.frames, args.device)
         print(f"{size:>10} {r['render']:7.2f} {r['render_p95']:7.2f} {r['convert']:8.2f} {r['encode']:7.2f} "
-              f"{r['full']:7.2f} {r['full'] / r['encode']:8.2f}x {1000 / r['full']:8.0f} {r['kbit_s']:7.0f}")
+              f"{r['full']:7.2f} {(r['convert'] + r['encode']) / r['encode']:12.2f}x "
+              f"{r['full'] / r['encode']:8.2f}x {1000 / r['full']:8.0f} {r['kbit_s']:7.0f}")
     print("full = render + convert + encode back to back; max fps = 1000 / full")
 
 

@@ -85,6 +85,8 @@ class EngineStats:
     frames: int
     dropped: int
     late: int
+    render_every: int  # ticks per rendered frame; above 1: a lower internal rate (engine.loop)
+    paced: int  # ticks not rendered because of render_every
     render_seconds: float
     last_render_seconds: float
     applied: int
@@ -201,7 +203,8 @@ class Engine:
         journal = self._journal
         return EngineStats(
             fps=stats.fps(time.monotonic()), target_fps=loop.fps, ticks=stats.ticks, frames=stats.frames,
-            dropped=stats.dropped, late=stats.late, render_seconds=stats.render_seconds,
+            dropped=stats.dropped, late=stats.late, render_every=stats.render_every, paced=stats.paced,
+            render_seconds=stats.render_seconds,
             last_render_seconds=stats.last_render_seconds, applied=stats.applied, refused=stats.refused,
             inbox_depth=stats.inbox_depth, world_tick=loop.world.tick, backend=loop.backend.name,
             latency_count=stats.latency_count, latency_sum=stats.latency_sum, latencies=tuple(stats.latencies),

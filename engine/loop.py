@@ -10,11 +10,20 @@ arrived (reads, swaps), then ``simulation.advance`` applies the events that
 arrived and steps the world, and the frame of the new tick is published. When
 rendering falls behind, the loop keeps simulating every tick (the world's clock
 never slips) but renders only the newest one; skipped renders count as dropped.
+
+A backend that may be slower than the frame rate on some machines (the learned
+model) says so with ``lowers_rate = True``. For it the loop watches the render
+cost and, when it no longer fits, renders every 2nd (3rd, 4th) tick on purpose:
+a steady lower internal rate instead of late, uneven frames. The world still
+steps every tick, the outputs repeat the last frame in between, and
+``stats.render_every`` says so (``/metrics``); the rate comes back once the
+renders fit again.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -36,6 +45,12 @@ log = logging.getLogger(__name__)
 
 MAX_INBOX = 10_000  # pending events; beyond this, callers are told to back off
 MAX_CATCH_UP_SECONDS = 1.0  # after a longer stall (a suspended laptop), skip ahead instead
+# A backend with ``lowers_rate`` (see the module's docstring): its render may take this share
+# of its frames' time, and it renders every tick again once it takes less than RENDER_RECOVER.
+RENDER_BUDGET = 0.8
+RENDER_RECOVER = 0.55
+PACE_AFTER = 10  # renders timed before render_every may change
+MAX_RENDER_EVERY = 4  # 7.5 fps at 30: below that the picture would stutter, late frames are better
 
 
 @dataclass
@@ -45,6 +60,8 @@ class LoopStats:
     ticks: int = 0
     frames: int = 0
     dropped: int = 0  # ticks simulated but not rendered because the loop was late
+    render_every: int = 1  # ticks per rendered frame: above 1, a backend's lower internal rate
+    paced: int = 0  # ticks simulated but not rendered because of render_every
     late: int = 0  # frames published more than one interval after their due time
     render_seconds: float = 0.0  # total time spent in backend.render
     last_render_seconds: float = 0.0
@@ -94,6 +111,9 @@ class FrameLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
+        self._render_cost = 0.0  # seconds, a moving average, for render_every
+        self._since_render = 0  # ticks stepped since the last render
+        self._renders_timed = 0
 
     # -- control, from any thread ---------------------------------------------
 
@@ -147,6 +167,7 @@ class FrameLoop:
         due = time.monotonic()
         # Latency is measured to the frame that first shows an event.
         waiting: list[tuple[str, float]] = []
+        applied_ids: list[str] = []  # applied since the last render: the next frame shows them
         while not self._stop.is_set():
             now = time.monotonic()
             if now < due:
@@ -158,17 +179,24 @@ class FrameLoop:
                 due = now
                 behind = 0
             try:
-                applied_ids, arrivals = self._tick()
+                ids, arrivals = self._tick()
+                applied_ids += ids
                 waiting.extend(arrivals)
                 for _ in range(behind):  # keep the world's clock; render only the newest
                     ids, arrivals = self._tick()
                     applied_ids += ids
                     waiting.extend(arrivals)
                     self.stats.dropped += 1
-                self._render(applied_ids, due + behind * interval, interval, waiting)
-                waiting = []
+                self._since_render += 1 + behind
+                if self._since_render < self.stats.render_every:
+                    self.stats.paced += 1 + behind
+                else:
+                    self._render(applied_ids, due + behind * interval, interval * self.stats.render_every, waiting)
+                    self._since_render = 0
+                    applied_ids, waiting = [], []
             except Exception:  # a bug must not kill the stream: log it and keep ticking
                 log.exception("frame loop error at tick %d", self.world.tick)
+                applied_ids, waiting = [], []
             due += (behind + 1) * interval
 
     def _tick(self) -> tuple[list[str], list[tuple[str, float]]]:
@@ -247,6 +275,8 @@ class FrameLoop:
         finished = time.monotonic()
         self.stats.last_render_seconds = finished - started
         self.stats.render_seconds += finished - started
+        if getattr(self.backend, "lowers_rate", False):
+            self._pace(finished - started, interval / self.stats.render_every)
         self._seq += 1
         frame = Frame(seq=self._seq, tick=self.world.tick, planar=planar, published=finished, due=due,
                       events=tuple(applied), _i420=i420)
@@ -262,6 +292,25 @@ class FrameLoop:
             self.stats.latencies.append(latency)
             self.stats.latency_count += 1
             self.stats.latency_sum += latency
+
+    def _pace(self, cost: float, interval: float) -> None:
+        """Picks ``render_every`` from the render cost's moving average: the
+        smallest that leaves the render ``RENDER_BUDGET`` of its frames' time,
+        and back down only once it fits well (``RENDER_RECOVER``), so the rate
+        does not flap while the cost hovers near the line."""
+        self._render_cost = cost if self._render_cost == 0.0 else 0.8 * self._render_cost + 0.2 * cost
+        self._renders_timed += 1
+        if self._renders_timed < PACE_AFTER:
+            return  # the first frames draw every sprite for the first time: not the cost to come
+        every = self.stats.render_every
+        need = min(MAX_RENDER_EVERY, max(1, math.ceil(self._render_cost / (RENDER_BUDGET * interval))))
+        if need > every or (every > 1 and self._render_cost < RENDER_RECOVER * interval * (every - 1)):
+            chosen = need if need > every else every - 1
+            log.warning("%s renders in %.0f ms a frame: %s", getattr(self.backend, "name", "the backend"),
+                        self._render_cost * 1000,
+                        f"rendering every {chosen} ticks ({self.fps / chosen:.0f} fps)" if chosen > 1
+                        else f"back to every tick ({self.fps} fps)")
+            self.stats.render_every = chosen
 
     def _fail_pending(self, exc: Exception) -> None:
         with self._inbox_lock:

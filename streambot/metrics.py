@@ -41,6 +41,12 @@ class StreamCollector(Collector):
         yield CounterMetricFamily("streambot_frames_dropped", "Ticks simulated without a render because the loop was late", value=stats.dropped)
         yield CounterMetricFamily("streambot_frames_late", "Frames published more than one interval late", value=stats.late)
         yield CounterMetricFamily("streambot_ticks", "Simulation ticks", value=stats.ticks)
+        yield GaugeMetricFamily("streambot_render_every", "Ticks per rendered frame: above 1 the backend cannot keep "
+                                "the frame rate and renders at target_fps / render_every", value=stats.render_every)
+        yield GaugeMetricFamily("streambot_render_fps", "The backend's internal frame rate",
+                                value=stats.target_fps / stats.render_every)
+        yield CounterMetricFamily("streambot_frames_paced", "Ticks simulated without a render at the lower internal rate",
+                                  value=stats.paced)
         yield GaugeMetricFamily("streambot_render_seconds", "Time the last frame took to render", value=stats.last_render_seconds)
         yield GaugeMetricFamily("streambot_world_tick", "The world's current tick", value=stats.world_tick)
         yield SummaryMetricFamily(

@@ -114,3 +114,66 @@ def test_a_failing_backend_does_not_stop_the_loop() -> None:
     finally:
         loop.stop()
     assert loop.stats.frames >= 8
+
+
+class SlowRenderer:
+    """The renderer taking ``delay`` seconds more a frame, as the learned model does on
+    a machine without a GPU; ``lowers_rate`` as the model declares it."""
+
+    name = "slow"
+
+    def __init__(self, delay: float, lowers_rate: bool = True) -> None:
+        self.inner = TorchRenderer(W, H, device="cpu")
+        self.width, self.height, self.device = W, H, self.inner.device
+        self.delay = delay
+        self.lowers_rate = lowers_rate
+
+    def render(self, world):
+        time.sleep(self.delay)
+        return self.inner.render(world)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_a_backend_that_cannot_keep_up_renders_at_a_steady_lower_rate_and_recovers() -> None:
+    backend = SlowRenderer(0.04)  # over 33 ms a frame at 30 fps: every 2nd tick fits (80 % of 67 ms)
+    loop = new_loop(backend)
+    loop.start()
+    try:
+        assert wait_until(lambda: loop.stats.render_every >= 2, 5), loop.stats
+        time.sleep(0.5)  # settled at the lower rate
+        every, ticks, frames, late = loop.stats.render_every, loop.stats.ticks, loop.stats.frames, loop.stats.late
+        started = time.monotonic()
+        time.sleep(2.0)
+        elapsed = time.monotonic() - started
+        assert loop.stats.render_every == every, "the rate flapped while the cost stayed the same"
+        assert (loop.stats.ticks - ticks) / elapsed == pytest.approx(30, abs=3)  # the world's clock keeps time
+        assert (loop.stats.frames - frames) / elapsed == pytest.approx(30 / every, abs=2)
+        assert loop.stats.late - late <= 2  # steady, not late and uneven
+        assert loop.stats.paced > 0
+
+        backend.delay = 0.0  # the machine has room again
+        assert wait_until(lambda: loop.stats.render_every == 1, 5), loop.stats
+    finally:
+        loop.stop()
+
+
+def test_a_backend_that_never_asked_keeps_rendering_every_tick_it_can() -> None:
+    loop = new_loop(SlowRenderer(0.045, lowers_rate=False))
+    loop.start()
+    try:
+        time.sleep(1.5)
+        assert loop.stats.render_every == 1 and loop.stats.paced == 0
+        assert loop.stats.dropped > 0  # late renders: the loop skips to the newest tick
+    finally:
+        loop.stop()

@@ -38,6 +38,9 @@ from .state import StateEncoder, event_vector
 
 class NeuralBackend:
     name = "neural"
+    # A machine without a GPU may not fit a frame in 1/fps: the frame loop then renders
+    # every 2nd-4th tick (engine.loop), which the model takes (it steps up to 4 ticks at once).
+    lowers_rate = True
 
     def __init__(self, width: int = 1280, height: int = 720, device: str = "auto",
                  checkpoint_path: str | None = None, steps: int | None = None, seed: int = 0,
