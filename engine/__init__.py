@@ -8,7 +8,7 @@ on a ``Store`` file directly; training is ``engine.train`` (loaded on first use)
 
 from typing import Any
 
-from . import openmp  # first: before anything loads torch
+from . import malloc, openmp  # first: before anything loads torch
 from . import catalog
 from .backend import BACKENDS, Backend, make_backend
 from .bus import Bus, Item, Subscription
