@@ -83,7 +83,7 @@ class MpegTsConfig(_Section):
 
 class WebRtcConfig(_Section):
     enabled: bool = True
-    max_viewers: int = Field(default=8, ge=1, le=64)
+    max_viewers: int = Field(default=32, ge=1, le=200)
 
 
 class StoreConfig(_Section):
