@@ -20,6 +20,7 @@ from .events import (
     Role, RoleName, Say, SetScene, SetTime, SetWeather, Source, Spawn, Stage, Unfreeze, Unlock, Wear,
 )
 from .frames import Frame, FrameSource
+from .gcfreeze import freeze_heap
 from .messages import (
     BackendSwitched, EventApplied, EventRefused, FrozenChanged, Gap, LockChanged, Message, StoreFailed,
     TakeRestored, TakeSaved,
@@ -36,8 +37,8 @@ __all__ = [
     "Freeze", "FrozenChanged", "Gap", "Item", "Lock", "LockChanged", "Locked", "Message", "Move", "Name", "Outcome",
     "Recolor", "Refused", "Remove", "Rename", "Reset", "Role", "RoleName", "Say", "SceneSpec", "SetScene",
     "SetTime", "SetWeather", "Source", "Spawn", "Stage", "Store", "StoreError", "StoreFailed", "Subscription",
-    "Take", "TakeRestored", "TakeSaved", "TrainConfig", "Unfreeze", "Unlock", "Wear", "catalog", "make_backend",
-    "train", "write_video",
+    "Take", "TakeRestored", "TakeSaved", "TrainConfig", "Unfreeze", "Unlock", "Wear", "catalog", "freeze_heap",
+    "make_backend", "train", "write_video",
 ]
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import pickle
 import secrets
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Iterable
 
 from .errors import BusClosed
@@ -30,16 +30,40 @@ DEFAULT_CAPACITY = 8192  # about 16 s of a 500-lines/s chat flood
 # hands every reader a batch, so a hundred readers cost tens of wake-ups a second,
 # not hundreds, on an interpreter they share with the frame loop.
 WAKE_INTERVAL = 0.05  # seconds; a quiet stream still wakes its readers at once
+# The newest items keep their messages as objects: every reader that keeps up
+# (woken every WAKE_INTERVAL) reads only these, so none pays for unpickling.
+LIVE_ITEMS = 512  # about 1 s of a 500-lines/s chat flood
 
 
-@dataclass
 class Item:
     """A message with its place in the stream; ``seq`` is 0 for a ``Gap``, which
-    is a reader's own and has no place."""
+    is a reader's own and has no place.
 
-    seq: int
-    message: Message
-    _json: str | None = field(default=None, repr=False)
+    Past the newest ``LIVE_ITEMS`` of the ring an item keeps its message pickled
+    (``pack``): a pydantic message is a dozen objects that Python's full garbage
+    collection must walk, bytes are none, and a ring of 8,192 live messages made
+    that collection take 40-60 ms with the interpreter lock held, every minute or
+    so of a chat flood (``engine/gcfreeze.py``). A reader that far behind pays
+    the unpickling, once per item.
+    """
+
+    __slots__ = ("seq", "_message", "_packed", "_json")
+
+    def __init__(self, seq: int, message: Message) -> None:
+        self.seq = seq
+        self._message: Message | None = message
+        self._packed: bytes | None = None
+        self._json: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Item(seq={self.seq}, message={self.message!r})"
+
+    @property
+    def message(self) -> Message:
+        message = self._message
+        if message is None:
+            message = self._message = pickle.loads(self._packed)  # type: ignore[arg-type]
+        return message
 
     @property
     def type(self) -> str:
@@ -50,6 +74,15 @@ class Item:
         if self._json is None:
             self._json = self.message.model_dump_json()
         return self._json
+
+    def pack(self) -> None:
+        """Keep the message as bytes only. Safe while readers read: the bytes are
+        in place before the object goes."""
+        message = self._message
+        if message is not None:
+            if self._packed is None:
+                self._packed = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+            self._message = None
 
 
 class _Waker:
@@ -94,9 +127,12 @@ class Bus:
             self.published += 1
             seq = self.published
             self._ring.append(Item(seq, message))
+            aged = self._ring[-LIVE_ITEMS - 1] if len(self._ring) > LIVE_ITEMS else None
             wakers = [w for w in self._wakers.values() if not w.scheduled]
             for waker in wakers:
                 waker.scheduled = True
+        if aged is not None:
+            aged.pack()  # outside the lock: the frame loop's thread publishes too
         for waker in wakers:
             try:
                 waker.loop.call_soon_threadsafe(waker.arm)

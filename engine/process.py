@@ -59,6 +59,7 @@ from .errors import EngineError, EngineStopped, Refused, StoreError
 from .events import DirectionEvent
 from .frames import Frame, FrameSource
 from .frameslot import FrameSlot, SlotError
+from .gcfreeze import freeze_heap
 from .messages import Message
 from .simulation import Outcome
 from .store import Branch, Take
@@ -487,6 +488,7 @@ def _child_main(config: EngineConfig, conn: Connection, notify: Connection, slot
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     niceness = _raise_priority()
     torch.set_num_threads(cpu_threads(config.threads))  # the process is the engine's alone
+    freeze_heap()  # the imports: the bulk of what lives for the engine's life (gcfreeze.py)
     try:
         asyncio.run(_EngineHost(config, conn, notify, slot_name, niceness).run())
     finally:
@@ -568,6 +570,7 @@ class _EngineHost:
             await asyncio.to_thread(lock.acquire, STORE_LOCK_WAIT)
             self.engine = Engine(self.config)
             await self.engine.start()
+            freeze_heap()  # the world and the backend just built
         except BaseException as exc:
             self.outbox.put(("failed", _pack_error(exc)))
             if self.engine is not None:

@@ -21,7 +21,9 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
-from engine import Branch, DirectionEvent, Engine, EngineConfig, EngineProcess, Frame, Role, Source, Subscription, Take
+from engine import (
+    Branch, DirectionEvent, Engine, EngineConfig, EngineProcess, Frame, Role, Source, Subscription, Take, freeze_heap,
+)
 
 from . import metrics
 from .chat import ChatMessage, ChatResult, ChatSource
@@ -217,6 +219,7 @@ class App:
             # Python's default 5 ms, 2,000 chat lines/s made the hop's p99 37 ms;
             # at 1 ms, 18 ms (benchmarks/flood.py).
             sys.setswitchinterval(BOT_SWITCH_INTERVAL)
+        freeze_heap()  # the imports and the parts built so far, before frames flow (gcfreeze.py)
         # Live means a first frame exists: outputs and /api/frame.png have something to show.
         await self.engine.start()
         for output in self.outputs:
@@ -235,6 +238,7 @@ class App:
             self.obs = ObsSource(self.config.obs, obs_input=self.obs_stream[1], overlay_pages=overlay_urls(self.url),
                                  publish=self.engine.publish, subscribe=self.subscribe)
             self.add_source(self.obs)
+        freeze_heap()  # the outputs and the server, for the stream's life
 
     async def __aexit__(self, *exc_info: object) -> None:
         for task in list(self._tasks):
