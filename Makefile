@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench train system-deps clean
+.PHONY: demo test bench soak train system-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,11 +28,16 @@ bench: $(STAMP)
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/flood.py
 	$(PY) benchmarks/restart.py
+	$(PY) benchmarks/viewers.py
 	$(PY) benchmarks/twitch.py
 	$(PY) benchmarks/obs_latency.py
 	$(PY) benchmarks/stream.py
 	$(PY) benchmarks/store.py
 	$(PY) benchmarks/world_model.py
+
+# An hour on air at 720p30: 200 chat lines/s, 20 WebRTC viewers; memory growth and stalls.
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --minutes 60 --rate 200 --viewers 20
 
 # The recipe of the shipped checkpoint (README: how it was trained); resumes a cut run.
 train: $(STAMP)
