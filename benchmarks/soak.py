@@ -16,7 +16,8 @@ frames arriving in the bot) and the longest gap. The first ``--warmup`` seconds
 the memory at their end is the baseline (the engine's settles after about five
 minutes). At the end: memory growth from the baseline to the last report,
 against the target of 5 %; stalls against the target of zero; each viewer's
-frames per second over the whole run. ``make soak`` runs the hour.
+frames per second over the whole run, and how many the server still serves in
+each report line. ``make soak`` runs the hour.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.chatload import flood_pipeline, frame_mark, frames_on_time  # noqa: E402
 from streambot.app import App  # noqa: E402
 from streambot.config import parse_config  # noqa: E402
+from streambot.webrtc import WhepServer  # noqa: E402
 
 TOKEN = "benchmark-token-0123456789"
 STALL = 0.1  # seconds between two frames arriving that count as a stall
@@ -48,6 +51,16 @@ def rss_mib(pid: int | str = "self") -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def whep(app: App) -> WhepServer:
+    return next(output for output in app.outputs if isinstance(output, WhepServer))
+
+
+def viewers_at_server(app: App) -> tuple[int, int]:
+    """(live WebRTC sessions, packets they skipped for falling behind, all told)."""
+    server = whep(app)
+    return server.session_count, sum(session.track.dropped for session in server._sessions.values())
 
 
 def gaps_since(app: App, since: float) -> list[float]:
@@ -119,9 +132,11 @@ async def main(args: argparse.Namespace) -> None:
                 bot, engine = rss_mib(), rss_mib(app.engine.pid)
                 stalls, worst = stalls + window_stalls, max(worst, longest)
                 due, on_time = due + window.due, on_time + window.arrived - window.late
+                live, dropped = viewers_at_server(app)
                 print(f"  {(time.monotonic() - started) / 60:5.1f} min: bot {bot:7.1f} MiB, "
                       f"engine {engine:7.1f} MiB, {window.share * 100:6.2f} % on time, {window_stalls} stalls, "
-                      f"longest gap {longest * 1000:.0f} ms", flush=True)
+                      f"longest gap {longest * 1000:.0f} ms; {live} viewers live, {dropped} packets skipped",
+                      flush=True)
             stop.set()
             handled = await talker
             report = await stop_viewers(viewers)
@@ -140,6 +155,11 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    # Warnings from everything; and each viewer's session ending, with the reason
+    # aioice gives (an expired consent) when it is the one ending it.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("streambot.webrtc", "aioice.ice"):
+        logging.getLogger(name).setLevel(logging.INFO)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--rate", type=float, default=200, help="chat lines a second")
