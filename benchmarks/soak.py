@@ -58,9 +58,10 @@ def whep(app: App) -> WhepServer:
 
 
 def viewers_at_server(app: App) -> tuple[int, int]:
-    """(live WebRTC sessions, packets they skipped for falling behind, all told)."""
+    """(live WebRTC sessions, packets they skipped for falling behind, all told), as /metrics has them."""
     server = whep(app)
-    return server.session_count, sum(session.track.dropped for session in server._sessions.values())
+    dropped = next(family for family in server.metrics() if family.name == "streambot_webrtc_packets_dropped")
+    return server.session_count, int(sum(sample.value for sample in dropped.samples))
 
 
 def gaps_since(app: App, since: float) -> list[float]:
