@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.chatload import flood_pipeline, frame_mark, frames_on_time  # noqa: E402
+from benchmarks.viewers import packets_dropped  # noqa: E402
 from streambot.app import App  # noqa: E402
 from streambot.config import parse_config  # noqa: E402
 from streambot.webrtc import WhepServer  # noqa: E402
@@ -58,10 +59,9 @@ def whep(app: App) -> WhepServer:
 
 
 def viewers_at_server(app: App) -> tuple[int, int]:
-    """(live WebRTC sessions, packets they skipped for falling behind, all told), as /metrics has them."""
+    """(live WebRTC sessions, packets they skipped for falling behind, all told)."""
     server = whep(app)
-    dropped = next(family for family in server.metrics() if family.name == "streambot_webrtc_packets_dropped")
-    return server.session_count, int(sum(sample.value for sample in dropped.samples))
+    return server.session_count, int(packets_dropped(server))
 
 
 def gaps_since(app: App, since: float) -> list[float]:
